@@ -1,0 +1,260 @@
+//! The conformance suite: checks that a [`Device`] honours the contract every operation relies
+//! on. Each backend runs it against real devices of its kind in its own tests:
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn local_device_conforms() {
+//!     let device = LocalDevice::new("local");
+//!     devbatch_core::conformance::run_all(&device, &Suite::new("/tmp/scratch-dir")).await;
+//! }
+//! ```
+//!
+//! Every check panics with a message naming the check and what differed, so a failing backend
+//! test says exactly which promise it broke. Enabled by the `conformance` feature (put it in
+//! the backend's `[dev-dependencies]`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::device::{Command, Device, DeviceExt};
+use crate::error::ErrorKind;
+
+/// What the suite may assume of the device under test.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// A writable remote directory the suite may fill (it creates entries below it).
+    pub remote_dir: String,
+    /// Whether the device keeps stdout and stderr apart (legacy adb shells merge them).
+    pub separate_stderr: bool,
+    /// Whether the device can feed stdin to a command.
+    pub stdin: bool,
+    /// How long a command may take before the timeout check gives up on it.
+    pub timeout_probe: Duration,
+}
+
+impl Suite {
+    /// A suite using `remote_dir`, expecting separate stderr and stdin support.
+    pub fn new(remote_dir: impl Into<String>) -> Self {
+        Suite {
+            remote_dir: remote_dir.into(),
+            separate_stderr: true,
+            stdin: true,
+            timeout_probe: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Runs every check in order.
+pub async fn run_all(device: &dyn Device, suite: &Suite) {
+    exit_codes(device).await;
+    stdout_and_stderr(device, suite).await;
+    argv_is_literal(device).await;
+    binary_output(device).await;
+    large_output(device).await;
+    output_cap(device).await;
+    if suite.stdin {
+        stdin_is_fed(device).await;
+    }
+    push_pull_round_trip(device, suite).await;
+    directory_round_trip(device, suite).await;
+    missing_remote_file(device, suite).await;
+    timeout_and_recovery(device, suite).await;
+}
+
+/// Exit codes come back exactly, and a non-zero one is not an error.
+pub async fn exit_codes(device: &dyn Device) {
+    for code in [0, 1, 7, 42, 255] {
+        let out = device
+            .shell(&format!("exit {code}"))
+            .await
+            .unwrap_or_else(|e| panic!("exit_codes: `exit {code}` failed: {e}"));
+        assert_eq!(
+            out.exit_code, code,
+            "exit_codes: `exit {code}` reported {}",
+            out.exit_code
+        );
+    }
+}
+
+/// Stdout and stderr arrive apart (or merged, where the suite says the device merges them).
+pub async fn stdout_and_stderr(device: &dyn Device, suite: &Suite) {
+    let out = device
+        .shell("echo to-out; echo to-err >&2")
+        .await
+        .expect("stdout_and_stderr: run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if suite.separate_stderr {
+        assert_eq!(stdout, "to-out\n", "stdout_and_stderr: stdout");
+        assert_eq!(stderr, "to-err\n", "stdout_and_stderr: stderr");
+    } else {
+        assert!(
+            stdout.contains("to-out") && stdout.contains("to-err"),
+            "stdout_and_stderr: {stdout:?}"
+        );
+    }
+}
+
+/// An argv command keeps every argument literal: no word splitting, no expansion, no injection.
+pub async fn argv_is_literal(device: &dyn Device) {
+    let hostile = ["a b", "$HOME", "it's", "x; echo INJECTED", "`id`", "*"];
+    let mut argv = vec!["printf", "%s|"];
+    argv.extend(hostile);
+    let out = device
+        .run(&Command::argv(argv))
+        .await
+        .expect("argv_is_literal: run");
+    assert_eq!(out.exit_code, 0, "argv_is_literal: exit code");
+    let expected: String = hostile.iter().map(|h| format!("{h}|")).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected,
+        "argv_is_literal: stdout"
+    );
+}
+
+/// Non-UTF-8 bytes and NUL come through unchanged.
+pub async fn binary_output(device: &dyn Device) {
+    let out = device
+        .shell(r"printf '\377\376\000\001\n'")
+        .await
+        .expect("binary_output: run");
+    assert_eq!(out.stdout, b"\xff\xfe\x00\x01\n", "binary_output: bytes");
+}
+
+/// A megabyte of output arrives whole.
+pub async fn large_output(device: &dyn Device) {
+    let n = 1024 * 1024;
+    let out = device
+        .shell(&format!("head -c {n} /dev/zero | tr '\\000' x"))
+        .await
+        .expect("large_output: run");
+    assert_eq!(out.stdout.len(), n, "large_output: length");
+    assert!(
+        out.stdout.iter().all(|&b| b == b'x'),
+        "large_output: content"
+    );
+}
+
+/// Output past the cap fails with `output_limit`.
+pub async fn output_cap(device: &dyn Device) {
+    let cmd = Command::shell("head -c 200000 /dev/zero | tr '\\000' y").with_max_output(1000);
+    let err = device
+        .run(&cmd)
+        .await
+        .expect_err("output_cap: 200000 bytes passed a 1000-byte cap");
+    assert_eq!(err.kind(), ErrorKind::OutputLimit, "output_cap: {err}");
+}
+
+/// Stdin is fed and then closed.
+pub async fn stdin_is_fed(device: &dyn Device) {
+    let cmd = Command::shell("cat").with_stdin(b"hello\x00stdin\n".to_vec());
+    let out = device.run(&cmd).await.expect("stdin_is_fed: run");
+    assert_eq!(
+        out.stdout, b"hello\x00stdin\n",
+        "stdin_is_fed: echoed bytes"
+    );
+}
+
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// A file pushed and pulled back is byte-identical, even with a name holding spaces, quotes
+/// and `$`.
+pub async fn push_pull_round_trip(device: &dyn Device, suite: &Suite) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = pseudo_random(300 * 1024 + 17);
+    let local = dir.path().join("source file.bin");
+    std::fs::write(&local, &data).expect("write source");
+    let remote = format!("{}/it's a $file.bin", suite.remote_dir);
+    let pushed = device
+        .push(&local, &remote)
+        .await
+        .unwrap_or_else(|e| panic!("push_pull: push: {e}"));
+    assert_eq!(pushed.bytes, data.len() as u64, "push_pull: bytes pushed");
+    let back = dir.path().join("back.bin");
+    let pulled = device
+        .pull(&remote, &back)
+        .await
+        .unwrap_or_else(|e| panic!("push_pull: pull: {e}"));
+    assert_eq!(pulled.bytes, data.len() as u64, "push_pull: bytes pulled");
+    assert!(
+        std::fs::read(&back).expect("read back") == data,
+        "push_pull: content differs"
+    );
+}
+
+/// A directory tree pushed and pulled back keeps its files.
+pub async fn directory_round_trip(device: &dyn Device, suite: &Suite) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path().join("tree");
+    std::fs::create_dir_all(src.join("sub dir")).expect("mkdir");
+    std::fs::write(src.join("a.txt"), b"alpha").expect("write");
+    std::fs::write(src.join("sub dir/b.bin"), pseudo_random(70_000)).expect("write");
+    let remote = format!("{}/tree", suite.remote_dir);
+    let pushed = device
+        .push(&src, &remote)
+        .await
+        .unwrap_or_else(|e| panic!("directory: push: {e}"));
+    assert_eq!(pushed.files, 2, "directory: files pushed");
+    let back = dir.path().join("back");
+    let pulled = device
+        .pull(&remote, &back)
+        .await
+        .unwrap_or_else(|e| panic!("directory: pull: {e}"));
+    assert_eq!(pulled.files, 2, "directory: files pulled");
+    assert_eq!(std::fs::read(back.join("a.txt")).expect("a.txt"), b"alpha");
+    assert_eq!(
+        std::fs::read(back.join("sub dir/b.bin")).expect("b.bin"),
+        pseudo_random(70_000)
+    );
+}
+
+/// Pulling a file that does not exist is an error and leaves nothing behind.
+pub async fn missing_remote_file(device: &dyn Device, suite: &Suite) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = dir.path().join("never.bin");
+    let remote = format!("{}/no-such-file", suite.remote_dir);
+    let err = device
+        .pull(&remote, &local)
+        .await
+        .expect_err("missing_remote_file: pull succeeded");
+    assert!(
+        err.to_string().contains("no-such-file"),
+        "missing_remote_file: the error should name the path: {err}"
+    );
+    assert!(
+        !local.exists(),
+        "missing_remote_file: a local file was left behind"
+    );
+}
+
+/// A command that outlives its timeout is dropped promptly, and the device still works.
+pub async fn timeout_and_recovery(device: &dyn Device, suite: &Suite) {
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(suite.timeout_probe, device.shell("sleep 30")).await;
+    assert!(
+        r.is_err(),
+        "timeout_and_recovery: `sleep 30` finished within {:?}",
+        suite.timeout_probe
+    );
+    assert!(
+        started.elapsed() < suite.timeout_probe + Duration::from_secs(2),
+        "timeout_and_recovery: dropping the command took {:?}",
+        started.elapsed()
+    );
+    let text = device
+        .shell_text("echo still-here")
+        .await
+        .expect("timeout_and_recovery: next command");
+    assert_eq!(text, "still-here");
+}

@@ -1,0 +1,506 @@
+//! [`BatchOperationManager`]: validates a request, then runs one operation on many devices at
+//! once and returns exactly one outcome per device.
+
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::device::Device;
+use crate::error::{BatchError, DeviceError, ErrorKind, OperationError};
+use crate::operation::{Operation, OperationContext, Params, validate_params};
+use crate::options::{BatchEvent, BatchOptions, Observer};
+use crate::outcome::{BatchResult, BatchSummary, DeviceOutcome, StopReason};
+use crate::pool::DevicePool;
+use crate::registry::Registry;
+
+/// Runs operations across the devices of a [`DevicePool`].
+///
+/// Cheap to clone; clones share the pool, the registry and the set of in-flight work that
+/// [`shutdown`](Self::shutdown) waits for.
+///
+/// ```no_run
+/// # async fn demo(pool: devbatch_core::DevicePool) -> Result<(), devbatch_core::BatchError> {
+/// use devbatch_core::BatchOperationManager;
+/// use serde_json::json;
+///
+/// let batch_manager = BatchOperationManager::new(pool);
+/// // On all devices:
+/// let result = batch_manager.execute_batch("shell", json!({"cmd": "uname -a"}), None).await?;
+/// // On some:
+/// let result = batch_manager
+///     .execute_batch("shell", json!({"cmd": "true"}), Some(&["device1", "device2"]))
+///     .await?;
+/// for (device_id, outcome) in result.iter() {
+///     println!("{device_id}: {:?}", outcome.status);
+/// }
+/// batch_manager.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct BatchOperationManager {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: DevicePool,
+    registry: Registry,
+    in_flight: TaskTracker,
+    shut_down: AtomicBool,
+}
+
+/// One device's work, ready to run.
+struct Job {
+    index: usize,
+    device: Arc<dyn Device>,
+    /// The implementation for this device's backend, with its validated params; `None` when
+    /// the operation has no implementation for this backend.
+    op: Option<(Arc<dyn Operation>, Arc<Params>)>,
+}
+
+/// What a device task hands back to the driver.
+struct Finished {
+    index: usize,
+    outcome: DeviceOutcome,
+}
+
+const REASON_CANCELLED: u8 = 0;
+const REASON_DEADLINE: u8 = 1;
+
+/// State every device task of one batch shares.
+struct Shared {
+    operation: String,
+    stop: CancellationToken,
+    /// Why `stop` fired: cancelled or deadline.
+    stop_reason: AtomicU8,
+    deadline: Option<Duration>,
+    options: BatchOptions,
+    observer: Option<Observer>,
+}
+
+impl Shared {
+    fn emit(&self, event: BatchEvent<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
+
+    /// The error a device task reports when `stop` fires while it runs.
+    fn stop_error(&self) -> DeviceError {
+        match (self.stop_reason.load(Ordering::Acquire), self.deadline) {
+            (REASON_DEADLINE, Some(d)) => DeviceError::Timeout(d),
+            _ => DeviceError::Cancelled,
+        }
+    }
+}
+
+impl BatchOperationManager {
+    /// A manager for `pool`, with every operation and backend linked into the program.
+    ///
+    /// # Panics
+    ///
+    /// If two linked crates register the same operation or backend name: a build mistake that
+    /// [`Registry::linked`] reports with both sources. Use [`with_registry`](Self::with_registry)
+    /// to handle it as an error.
+    pub fn new(pool: DevicePool) -> Self {
+        let registry = Registry::linked().unwrap_or_else(|e| panic!("{e}"));
+        Self::with_registry(pool, registry)
+    }
+
+    /// A manager for `pool` with an explicit registry (tests, plugins).
+    pub fn with_registry(pool: DevicePool, registry: Registry) -> Self {
+        BatchOperationManager {
+            inner: Arc::new(Inner {
+                pool,
+                registry,
+                in_flight: TaskTracker::new(),
+                shut_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &DevicePool {
+        &self.inner.pool
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The device with this id.
+    pub fn get_device(&self, id: &str) -> Option<&Arc<dyn Device>> {
+        self.inner.pool.get_device(id)
+    }
+
+    /// Runs `operation` with `params` on `devices` (`None`: every device in the pool) with
+    /// default options, and returns one outcome per device.
+    ///
+    /// Nothing runs unless the whole request is valid: an unknown device gives
+    /// [`BatchError::Device`] naming every unknown id; an unknown operation or bad parameters
+    /// give [`BatchError::Operation`].
+    pub async fn execute_batch(
+        &self,
+        operation: &str,
+        params: Value,
+        devices: Option<&[&str]>,
+    ) -> Result<BatchResult, BatchError> {
+        self.execute_batch_with(operation, params, devices, &BatchOptions::default())
+            .await
+    }
+
+    /// [`execute_batch`](Self::execute_batch) with options.
+    pub async fn execute_batch_with(
+        &self,
+        operation: &str,
+        params: Value,
+        devices: Option<&[&str]>,
+        options: &BatchOptions,
+    ) -> Result<BatchResult, BatchError> {
+        let jobs = self.plan(operation, &params, devices, options)?;
+        let ids: Vec<String> = jobs.iter().map(|j| j.device.id().to_string()).collect();
+        let mut slots: Vec<Option<DeviceOutcome>> = vec![None; jobs.len()];
+        let summary = self
+            .run(operation, jobs, options, |index, outcome| {
+                slots[index] = Some(outcome)
+            })
+            .await;
+        let outcomes = ids
+            .into_iter()
+            .zip(slots)
+            .map(|(id, o)| (id, o.expect("the engine produces one outcome per device")))
+            .collect();
+        Ok(BatchResult::new(outcomes, summary))
+    }
+
+    /// Runs a batch without keeping the outcomes: each one goes to `sink` as soon as its device
+    /// finishes (in finishing order), so memory stays flat however many devices there are.
+    /// Returns the counts.
+    pub async fn execute_batch_streaming(
+        &self,
+        operation: &str,
+        params: Value,
+        devices: Option<&[&str]>,
+        options: &BatchOptions,
+        mut sink: impl FnMut(&str, DeviceOutcome) + Send,
+    ) -> Result<BatchSummary, BatchError> {
+        let jobs = self.plan(operation, &params, devices, options)?;
+        let devices: Vec<Arc<dyn Device>> = jobs.iter().map(|j| j.device.clone()).collect();
+        Ok(self
+            .run(operation, jobs, options, |index, outcome| {
+                sink(devices[index].id(), outcome)
+            })
+            .await)
+    }
+
+    /// Waits for every batch and device operation in flight to finish, then closes every
+    /// device's connections. Later batches fail with [`BatchError::ShutDown`].
+    pub async fn shutdown(&self) {
+        self.inner.shut_down.store(true, Ordering::Release);
+        self.inner.in_flight.close();
+        self.inner.in_flight.wait().await;
+        for device in self.inner.pool.devices() {
+            device.close().await;
+        }
+    }
+
+    /// Checks the whole request and builds one job per requested device.
+    fn plan(
+        &self,
+        operation: &str,
+        params: &Value,
+        devices: Option<&[&str]>,
+        options: &BatchOptions,
+    ) -> Result<Vec<Job>, BatchError> {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(BatchError::ShutDown);
+        }
+        if options.concurrency == 0 {
+            return Err(BatchError::InvalidOptions(
+                "concurrency must be at least 1".into(),
+            ));
+        }
+        if options.canary == Some(0) {
+            return Err(BatchError::InvalidOptions(
+                "a canary needs at least 1 device".into(),
+            ));
+        }
+        let registry = &self.inner.registry;
+        if !registry.has_operation(operation) {
+            return Err(OperationError::Unknown {
+                name: operation.to_string(),
+                known: registry.operation_names(),
+            }
+            .into());
+        }
+        let pool = &self.inner.pool;
+        let selected: Vec<Arc<dyn Device>> = match devices {
+            None => pool.devices().to_vec(),
+            Some(ids) => {
+                let unknown: Vec<String> = ids
+                    .iter()
+                    .filter(|id| pool.get_device(id).is_none())
+                    .map(|s| s.to_string())
+                    .collect();
+                if !unknown.is_empty() {
+                    return Err(DeviceError::NotFound { ids: unknown }.into());
+                }
+                let mut seen = HashSet::new();
+                ids.iter()
+                    .filter(|id| seen.insert(**id))
+                    .map(|id| pool.get_device(id).expect("checked above").clone())
+                    .collect()
+            }
+        };
+        // Validate the params once per distinct implementation the devices need.
+        let mut validated: Vec<(Arc<dyn Operation>, Arc<Params>)> = Vec::new();
+        let mut jobs = Vec::with_capacity(selected.len());
+        for (index, device) in selected.into_iter().enumerate() {
+            let op = match registry.resolve(operation, device.backend()) {
+                None => None,
+                Some(op) => match validated.iter().find(|(o, _)| Arc::ptr_eq(o, op)) {
+                    Some(found) => Some(found.clone()),
+                    None => {
+                        let p = Arc::new(validate_params(operation, &op.params(), params)?);
+                        validated.push((op.clone(), p.clone()));
+                        Some((op.clone(), p))
+                    }
+                },
+            };
+            jobs.push(Job { index, device, op });
+        }
+        Ok(jobs)
+    }
+
+    /// The engine: runs planned jobs; `sink` receives each outcome by job index as soon as it
+    /// is produced, exactly once per job.
+    async fn run(
+        &self,
+        operation: &str,
+        jobs: Vec<Job>,
+        options: &BatchOptions,
+        mut sink: impl FnMut(usize, DeviceOutcome),
+    ) -> BatchSummary {
+        let _in_flight = self.inner.in_flight.token();
+        let started = Instant::now();
+        let total = jobs.len();
+        let stop = match &options.cancel {
+            Some(handle) => handle.token().child_token(),
+            None => CancellationToken::new(),
+        };
+        let shared = Arc::new(Shared {
+            operation: operation.to_string(),
+            stop: stop.clone(),
+            stop_reason: AtomicU8::new(REASON_CANCELLED),
+            deadline: options.deadline,
+            options: options.clone(),
+            observer: options.observer.clone(),
+        });
+        let deadline_at = options.deadline.map(|d| started + d);
+
+        let mut summary = BatchSummary::default();
+        let devices: Vec<Arc<dyn Device>> = jobs.iter().map(|j| j.device.clone()).collect();
+        let mut pending = jobs.into_iter();
+        let mut running: JoinSet<Finished> = JoinSet::new();
+        let mut stopped: Option<StopReason> = None;
+        // Canaries are the first `canaries` jobs; nothing else starts until they all finished.
+        let canaries = options.canary.map_or(0, |n| n.min(total));
+        let mut canaries_finished = 0;
+        let mut started_jobs = 0;
+        let mut record = |index: usize, outcome: DeviceOutcome, summary: &mut BatchSummary| {
+            summary.count(&outcome);
+            let id = devices[index].id();
+            shared.emit(BatchEvent::Finished {
+                device_id: id,
+                outcome: &outcome,
+            });
+            sink(index, outcome);
+        };
+
+        loop {
+            while stopped.is_none() && running.len() < options.concurrency {
+                if started_jobs >= canaries && canaries_finished < canaries {
+                    break;
+                }
+                let Some(job) = pending.next() else { break };
+                started_jobs += 1;
+                running.spawn(
+                    self.inner
+                        .in_flight
+                        .track_future(run_job(job, shared.clone())),
+                );
+            }
+            if running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = running.join_next() => {
+                    let Some(joined) = joined else { continue };
+                    let Finished { index, outcome } =
+                        joined.expect("device tasks catch their own panics and are never aborted");
+                    let failed = !outcome.is_success();
+                    record(index, outcome, &mut summary);
+                    if index < canaries {
+                        canaries_finished += 1;
+                        if failed && stopped.is_none() {
+                            stopped = Some(StopReason::CanaryFailed);
+                        }
+                    }
+                    if stopped.is_none() && options.failure_policy.should_stop(summary.failed, total) {
+                        stopped = Some(StopReason::FailureLimit);
+                    }
+                }
+                () = stop.cancelled(), if !stop.is_cancelled() => {}
+                () = sleep_until_opt(deadline_at), if !stop.is_cancelled() => {
+                    shared.stop_reason.store(REASON_DEADLINE, Ordering::Release);
+                    stop.cancel();
+                }
+            }
+            if stop.is_cancelled() && stopped.is_none_or(|r| r < StopReason::Deadline) {
+                stopped = Some(
+                    if shared.stop_reason.load(Ordering::Acquire) == REASON_DEADLINE {
+                        StopReason::Deadline
+                    } else {
+                        StopReason::Cancelled
+                    },
+                );
+            }
+        }
+
+        // Every device never started still gets its one outcome.
+        let reason = stopped.unwrap_or(StopReason::Cancelled);
+        for job in pending {
+            let (kind, message) = reason.not_started();
+            let outcome =
+                DeviceOutcome::error_with_kind(kind, message.to_string(), None, 0, Duration::ZERO);
+            record(job.index, outcome, &mut summary);
+        }
+        summary.stopped = stopped;
+        summary.elapsed_ms = started.elapsed().as_millis() as u64;
+        summary
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs one device's job to its outcome: attempts, timeouts, retries, cancellation, panics.
+async fn run_job(job: Job, shared: Arc<Shared>) -> Finished {
+    let started = Instant::now();
+    let index = job.index;
+    let device = job.device;
+    let Some((op, params)) = job.op else {
+        let err = DeviceError::Unsupported(format!(
+            "operation '{}' is not available for {} devices",
+            shared.operation,
+            device.backend()
+        ));
+        return Finished {
+            index,
+            outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
+        };
+    };
+    if let Some(missing) = device.missing_capability(op.required_capabilities()) {
+        let err = DeviceError::Unsupported(format!(
+            "operation '{}' needs the {missing} capability, which this {} device lacks",
+            shared.operation,
+            device.backend()
+        ));
+        return Finished {
+            index,
+            outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
+        };
+    }
+    if shared.stop.is_cancelled() {
+        let err = shared.stop_error();
+        return Finished {
+            index,
+            outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
+        };
+    }
+    let options = &shared.options;
+    let timeout = options.timeout.unwrap_or_else(|| op.default_timeout());
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        shared.emit(BatchEvent::Started {
+            device_id: device.id(),
+            attempt,
+        });
+        let ctx = OperationContext {
+            cancel: shared.stop.clone(),
+            max_output: options.max_output,
+            attempt,
+            timeout,
+        };
+        let execution = AssertUnwindSafe(op.execute(device.as_ref(), &params, &ctx)).catch_unwind();
+        let failure = tokio::select! {
+            biased;
+            () = shared.stop.cancelled() => crate::error::OperationFailure::from(shared.stop_error()),
+            r = tokio::time::timeout(timeout, execution) => match r {
+                Err(_) => DeviceError::Timeout(timeout).into(),
+                Ok(Err(panic)) => {
+                    let message = format!("operation panicked: {}", panic_message(panic.as_ref()));
+                    tracing::error!(device = device.id(), "{message}");
+                    let outcome = DeviceOutcome::error_with_kind(
+                        ErrorKind::Panicked, message, None, attempt, started.elapsed());
+                    return Finished { index, outcome };
+                }
+                Ok(Ok(Ok(value))) => {
+                    let outcome = DeviceOutcome::success(value, attempt, started.elapsed());
+                    return Finished { index, outcome };
+                }
+                Ok(Ok(Err(failure))) => failure,
+            },
+        };
+        let error = &failure.error;
+        let may_retry = attempt <= options.retry.max_retries
+            && error.is_retryable()
+            && (op.idempotent() || error.never_started())
+            && !shared.stop.is_cancelled();
+        if may_retry {
+            let delay = options.retry.backoff(attempt);
+            shared.emit(BatchEvent::Retrying {
+                device_id: device.id(),
+                attempt,
+                error,
+                delay,
+            });
+            tracing::debug!(device = device.id(), attempt, %error, ?delay, "retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => continue,
+                () = shared.stop.cancelled() => {
+                    let err = shared.stop_error();
+                    let outcome = DeviceOutcome::error(&err, failure.partial, attempt, started.elapsed());
+                    return Finished { index, outcome };
+                }
+            }
+        }
+        let outcome = DeviceOutcome::error(error, failure.partial, attempt, started.elapsed());
+        return Finished { index, outcome };
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-string panic payload)".to_string()
+    }
+}
