@@ -13,7 +13,6 @@
 //! test says exactly which promise it broke. Enabled by the `conformance` feature (put it in
 //! the backend's `[dev-dependencies]`).
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::device::{Command, Device, DeviceExt};

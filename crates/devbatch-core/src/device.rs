@@ -9,7 +9,8 @@ use std::path::Path;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::DeviceError;
+use crate::error::{DeviceError, OperationFailure};
+use crate::operation::{OperationContext, Params};
 
 /// A device's labels: free `key=value` pairs from the pool file or the backend, used to select
 /// devices (`--select os=android`).
@@ -295,6 +296,19 @@ pub trait Device: Any + Send + Sync + fmt::Debug {
             "the {} backend cannot reboot devices",
             self.backend()
         )))
+    }
+
+    /// Lets the device answer an operation itself, before (and instead of) the operation's
+    /// implementation. This is how mock devices play any operation with scripted results,
+    /// errors, hangs and panics; real backends keep the default, which answers nothing.
+    async fn intercept(
+        &self,
+        operation: &str,
+        params: &Params,
+        ctx: &OperationContext,
+    ) -> Option<Result<serde_json::Value, OperationFailure>> {
+        let _ = (operation, params, ctx);
+        None
     }
 
     /// Releases what the device holds open (connections). Called by

@@ -62,9 +62,12 @@ struct Inner {
 struct Job {
     index: usize,
     device: Arc<dyn Device>,
-    /// The implementation for this device's backend, with its validated params; `None` when
-    /// the operation has no implementation for this backend.
-    op: Option<(Arc<dyn Operation>, Arc<Params>)>,
+    /// The implementation for this device's backend (or, when its backend has none, the one
+    /// its params were validated against).
+    op: Arc<dyn Operation>,
+    params: Arc<Params>,
+    /// Whether `op` is meant for this device's backend.
+    native: bool,
 }
 
 /// What a device task hands back to the driver.
@@ -79,6 +82,8 @@ const REASON_DEADLINE: u8 = 1;
 /// State every device task of one batch shares.
 struct Shared {
     operation: String,
+    /// The backends with their own implementation of the operation, for error messages.
+    providers: Vec<String>,
     stop: CancellationToken,
     /// Why `stop` fired: cancelled or deadline.
     stop_reason: AtomicU8,
@@ -262,22 +267,38 @@ impl BatchOperationManager {
                     .collect()
             }
         };
-        // Validate the params once per distinct implementation the devices need.
+        // Validate the params once per distinct implementation the devices need. A device whose
+        // backend has no implementation is checked against the first one registered: it can
+        // still answer through `Device::intercept` (mock devices), else it is `unsupported`.
         let mut validated: Vec<(Arc<dyn Operation>, Arc<Params>)> = Vec::new();
         let mut jobs = Vec::with_capacity(selected.len());
         for (index, device) in selected.into_iter().enumerate() {
-            let op = match registry.resolve(operation, device.backend()) {
-                None => None,
-                Some(op) => match validated.iter().find(|(o, _)| Arc::ptr_eq(o, op)) {
-                    Some(found) => Some(found.clone()),
-                    None => {
-                        let p = Arc::new(validate_params(operation, &op.params(), params)?);
-                        validated.push((op.clone(), p.clone()));
-                        Some((op.clone(), p))
-                    }
-                },
+            let (op, native) = match registry.resolve(operation, device.backend()) {
+                Some(op) => (op, true),
+                None => (
+                    registry
+                        .any_implementation(operation)
+                        .expect("the name is registered"),
+                    false,
+                ),
             };
-            jobs.push(Job { index, device, op });
+            let params = match validated.iter().find(|(o, _)| Arc::ptr_eq(o, op)) {
+                Some((_, p)) => p.clone(),
+                None => {
+                    let p = validate_params(operation, &op.params(), params)?;
+                    op.validate(&p)?;
+                    let p = Arc::new(p);
+                    validated.push((op.clone(), p.clone()));
+                    p
+                }
+            };
+            jobs.push(Job {
+                index,
+                device,
+                op: op.clone(),
+                params,
+                native,
+            });
         }
         Ok(jobs)
     }
@@ -300,6 +321,13 @@ impl BatchOperationManager {
         };
         let shared = Arc::new(Shared {
             operation: operation.to_string(),
+            providers: self
+                .inner
+                .registry
+                .backends_providing(operation)
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
             stop: stop.clone(),
             stop_reason: AtomicU8::new(REASON_CANCELLED),
             deadline: options.deadline,
@@ -403,27 +431,19 @@ async fn run_job(job: Job, shared: Arc<Shared>) -> Finished {
     let started = Instant::now();
     let index = job.index;
     let device = job.device;
-    let Some((op, params)) = job.op else {
-        let err = DeviceError::Unsupported(format!(
-            "operation '{}' is not available for {} devices",
-            shared.operation,
-            device.backend()
-        ));
-        return Finished {
-            index,
-            outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
-        };
-    };
-    if let Some(missing) = device.missing_capability(op.required_capabilities()) {
-        let err = DeviceError::Unsupported(format!(
-            "operation '{}' needs the {missing} capability, which this {} device lacks",
-            shared.operation,
-            device.backend()
-        ));
-        return Finished {
-            index,
-            outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
-        };
+    let (op, params) = (job.op, job.params);
+    if job.native {
+        if let Some(missing) = device.missing_capability(op.required_capabilities()) {
+            let err = DeviceError::Unsupported(format!(
+                "operation '{}' needs the {missing} capability, which this {} device lacks",
+                shared.operation,
+                device.backend()
+            ));
+            return Finished {
+                index,
+                outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
+            };
+        }
     }
     if shared.stop.is_cancelled() {
         let err = shared.stop_error();
@@ -447,7 +467,17 @@ async fn run_job(job: Job, shared: Arc<Shared>) -> Finished {
             attempt,
             timeout,
         };
-        let execution = AssertUnwindSafe(op.execute(device.as_ref(), &params, &ctx)).catch_unwind();
+        let execution = AssertUnwindSafe(async {
+            if let Some(answer) = device.intercept(&shared.operation, &params, &ctx).await {
+                return Some(answer);
+            }
+            if job.native {
+                Some(op.execute(device.as_ref(), &params, &ctx).await)
+            } else {
+                None
+            }
+        })
+        .catch_unwind();
         let failure = tokio::select! {
             biased;
             () = shared.stop.cancelled() => crate::error::OperationFailure::from(shared.stop_error()),
@@ -460,11 +490,15 @@ async fn run_job(job: Job, shared: Arc<Shared>) -> Finished {
                         ErrorKind::Panicked, message, None, attempt, started.elapsed());
                     return Finished { index, outcome };
                 }
-                Ok(Ok(Ok(value))) => {
+                Ok(Ok(None)) => {
+                    let err = DeviceError::Unsupported(unsupported_message(&shared, device.backend()));
+                    return Finished { index, outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()) };
+                }
+                Ok(Ok(Some(Ok(value)))) => {
                     let outcome = DeviceOutcome::success(value, attempt, started.elapsed());
                     return Finished { index, outcome };
                 }
-                Ok(Ok(Err(failure))) => failure,
+                Ok(Ok(Some(Err(failure)))) => failure,
             },
         };
         let error = &failure.error;
@@ -492,6 +526,22 @@ async fn run_job(job: Job, shared: Arc<Shared>) -> Finished {
         }
         let outcome = DeviceOutcome::error(error, failure.partial, attempt, started.elapsed());
         return Finished { index, outcome };
+    }
+}
+
+fn unsupported_message(shared: &Shared, backend: &str) -> String {
+    let providers = &shared.providers;
+    if providers.is_empty() {
+        format!(
+            "operation '{}' is not available for {backend} devices",
+            shared.operation
+        )
+    } else {
+        format!(
+            "operation '{}' is not available for {backend} devices (it is provided for: {})",
+            shared.operation,
+            providers.join(", ")
+        )
     }
 }
 

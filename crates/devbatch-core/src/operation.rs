@@ -319,6 +319,13 @@ pub trait Operation: Send + Sync + 'static {
         &[]
     }
 
+    /// Checks what the declared types cannot express (one of two parameters, a local file
+    /// that must exist). Runs once per batch, before anything runs on any device.
+    fn validate(&self, params: &Params) -> Result<(), OperationError> {
+        let _ = params;
+        Ok(())
+    }
+
     /// Runs on one device. On failure, any partial result goes in
     /// [`OperationFailure::partial`].
     async fn execute(

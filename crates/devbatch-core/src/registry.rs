@@ -271,6 +271,20 @@ impl Registry {
             .map(|e| &e.item)
     }
 
+    /// Some implementation of `name`: the generic one if there is one, else the first
+    /// backend-specific one.
+    pub fn any_implementation(&self, name: &str) -> Option<&Arc<dyn Operation>> {
+        self.operations
+            .get(&(name.to_string(), None))
+            .or_else(|| {
+                self.operations
+                    .iter()
+                    .find(|((n, _), _)| n == name)
+                    .map(|(_, e)| e)
+            })
+            .map(|e| &e.item)
+    }
+
     /// The backends that have their own implementation of `name`.
     pub fn backends_providing(&self, name: &str) -> Vec<&str> {
         self.operations
