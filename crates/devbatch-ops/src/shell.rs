@@ -1,0 +1,132 @@
+//! `shell`: run a command line or an argv.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use devbatch_core::{
+    Capability, Command, Device, DeviceError, Operation, OperationContext, OperationError,
+    OperationFailure, ParamSpec, ParamType, Params,
+};
+use serde_json::{Value, json};
+
+use crate::output::{command_output_json, first_line};
+
+/// Runs `cmd` (a shell line, as typed) or `args` (an argv; every argument is quoted for the
+/// device's shell, so a parameter can never inject a second command). Result:
+/// `{exit_code, stdout, stderr}`. An exit code not in `ok_exit_codes` (default `[0]`) is an
+/// error that keeps the output as its partial result.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShellOperation;
+
+#[async_trait]
+impl Operation for ShellOperation {
+    fn name(&self) -> &str {
+        "shell"
+    }
+
+    fn description(&self) -> &str {
+        "run a shell command line (cmd) or a program with literal arguments (args)"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::optional(
+                "cmd",
+                ParamType::String,
+                "command line for the device's shell",
+            ),
+            ParamSpec::optional(
+                "args",
+                ParamType::StringList,
+                "program and arguments, each kept literal",
+            ),
+            ParamSpec::optional(
+                "stdin",
+                ParamType::String,
+                "text fed to the command's standard input",
+            ),
+            ParamSpec::with_default(
+                "ok_exit_codes",
+                ParamType::IntegerList,
+                json!([0]),
+                "exit codes that count as success",
+            ),
+        ]
+    }
+
+    fn idempotent(&self) -> bool {
+        false
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn required_capabilities(&self) -> &[Capability] {
+        &[Capability::Exec]
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), OperationError> {
+        let invalid = |expected: &str, got: &str| OperationError::InvalidParam {
+            operation: "shell".into(),
+            param: "cmd".into(),
+            expected: expected.into(),
+            got: got.into(),
+        };
+        match (params.str("cmd"), params.strings("args")) {
+            (Some(_), Some(_)) => Err(invalid(
+                "given alone (use either cmd or args)",
+                "both cmd and args",
+            )),
+            (None, None) => Err(OperationError::MissingParam {
+                operation: "shell".into(),
+                param: "cmd".into(),
+                expected: "a string: the command line (or give args, a list of strings)".into(),
+            }),
+            (Some(cmd), None) if cmd.trim().is_empty() => {
+                Err(invalid("a non-empty command line", "an empty string"))
+            }
+            (None, Some(args)) if args.is_empty() => Err(OperationError::InvalidParam {
+                operation: "shell".into(),
+                param: "args".into(),
+                expected: "a non-empty list (the program first)".into(),
+                got: "an empty list".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn execute(
+        &self,
+        device: &dyn Device,
+        params: &Params,
+        ctx: &OperationContext,
+    ) -> Result<Value, OperationFailure> {
+        let mut command = match (params.str("cmd"), params.strings("args")) {
+            (Some(cmd), _) => Command::shell(cmd),
+            (None, Some(args)) => Command::argv(args),
+            (None, None) => {
+                return Err(DeviceError::InvalidInput("shell needs cmd or args".into()).into());
+            }
+        };
+        command.max_output = ctx.max_output();
+        if let Some(stdin) = params.str("stdin") {
+            command.stdin = Some(stdin.as_bytes().to_vec());
+        }
+        let out = device.run(&command).await?;
+        let result = command_output_json(&out);
+        let ok = params.ints("ok_exit_codes").unwrap_or_else(|| vec![0]);
+        if ok.contains(&i64::from(out.exit_code)) {
+            return Ok(result);
+        }
+        let why = first_line(&out.stderr).or_else(|| first_line(&out.stdout));
+        let message = match why {
+            Some(line) => format!("command exited with status {}: {line}", out.exit_code),
+            None => format!("command exited with status {}", out.exit_code),
+        };
+        Err(OperationFailure::with_partial(
+            DeviceError::Failed(message),
+            result,
+        ))
+    }
+}

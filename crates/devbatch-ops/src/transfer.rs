@@ -1,0 +1,231 @@
+//! `push` and `pull`: files and directories to and from devices.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use devbatch_core::{
+    Capability, Device, DeviceError, Operation, OperationContext, OperationError, OperationFailure,
+    ParamSpec, ParamType, Params,
+};
+use serde_json::{Value, json};
+
+/// Copies a local file or directory to `remote` on every device.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PushOperation;
+
+#[async_trait]
+impl Operation for PushOperation {
+    fn name(&self) -> &str {
+        "push"
+    }
+
+    fn description(&self) -> &str {
+        "copy a local file or directory to the device"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::required(
+                "local",
+                ParamType::String,
+                "local file or directory to send",
+            ),
+            ParamSpec::required(
+                "remote",
+                ParamType::String,
+                "path of the copy on the device",
+            ),
+        ]
+    }
+
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(600)
+    }
+
+    fn required_capabilities(&self) -> &[Capability] {
+        &[Capability::Push]
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), OperationError> {
+        let local = params.str("local").unwrap_or_default();
+        if let Err(e) = std::fs::metadata(local) {
+            return Err(OperationError::InvalidParam {
+                operation: "push".into(),
+                param: "local".into(),
+                expected: "an existing local file or directory".into(),
+                got: format!("{local:?} ({e})"),
+            });
+        }
+        non_empty("push", "remote", params)
+    }
+
+    async fn execute(
+        &self,
+        device: &dyn Device,
+        params: &Params,
+        _ctx: &OperationContext,
+    ) -> Result<Value, OperationFailure> {
+        let local = params.str("local").unwrap_or_default();
+        let remote = params.str("remote").unwrap_or_default();
+        let stats = device.push(Path::new(local), remote).await?;
+        Ok(json!({"local": local, "remote": remote, "files": stats.files, "bytes": stats.bytes}))
+    }
+}
+
+/// Copies a remote file or directory from every device to `local`, whose `{device}` placeholder
+/// becomes the device id so that devices never overwrite each other's files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PullOperation;
+
+const DEVICE_PLACEHOLDER: &str = "{device}";
+
+#[async_trait]
+impl Operation for PullOperation {
+    fn name(&self) -> &str {
+        "pull"
+    }
+
+    fn description(&self) -> &str {
+        "copy a remote file or directory from the device to a local path per device"
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::required("remote", ParamType::String, "path on the device"),
+            ParamSpec::with_default(
+                "local",
+                ParamType::String,
+                json!("pulled/{device}/"),
+                "local destination; {device} becomes the device id; a trailing / means \"into this folder\"",
+            ),
+        ]
+    }
+
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn default_timeout(&self) -> Duration {
+        Duration::from_secs(600)
+    }
+
+    fn required_capabilities(&self) -> &[Capability] {
+        &[Capability::Pull]
+    }
+
+    fn validate(&self, params: &Params) -> Result<(), OperationError> {
+        non_empty("pull", "remote", params)?;
+        let local = params.str("local").unwrap_or_default();
+        if !local.contains(DEVICE_PLACEHOLDER) {
+            return Err(OperationError::InvalidParam {
+                operation: "pull".into(),
+                param: "local".into(),
+                expected:
+                    "a path containing {device}, so that devices never overwrite each other's files"
+                        .into(),
+                got: format!("{local:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &self,
+        device: &dyn Device,
+        params: &Params,
+        _ctx: &OperationContext,
+    ) -> Result<Value, OperationFailure> {
+        let remote = params.str("remote").unwrap_or_default();
+        let template = params.str("local").unwrap_or_default();
+        let local = local_destination(template, device.id(), remote);
+        if let Some(parent) = local.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| DeviceError::io(format!("create {}", parent.display()), e))?;
+        }
+        let stats = device.pull(remote, &local).await?;
+        Ok(json!({
+            "remote": remote,
+            "local": local.display().to_string(),
+            "files": stats.files,
+            "bytes": stats.bytes,
+        }))
+    }
+}
+
+fn non_empty(operation: &str, param: &str, params: &Params) -> Result<(), OperationError> {
+    if params.str(param).unwrap_or_default().is_empty() {
+        return Err(OperationError::InvalidParam {
+            operation: operation.into(),
+            param: param.into(),
+            expected: "a non-empty path".into(),
+            got: "an empty string".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A device id made safe as one path component: `/`, NUL and leading dots cannot escape or
+/// hide the per-device folder.
+pub fn device_path_component(id: &str) -> String {
+    let cleaned: String = id
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c == '\0' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    match cleaned.trim_start_matches('.') {
+        "" => format!("_{cleaned}"),
+        _ if cleaned.starts_with('.') => format!("_{cleaned}"),
+        _ => cleaned,
+    }
+}
+
+/// Where a pull from `device_id` goes: the template with `{device}` filled in; a template
+/// ending in `/` means "into this folder", keeping the remote file's name.
+fn local_destination(template: &str, device_id: &str, remote: &str) -> PathBuf {
+    let filled = template.replace(DEVICE_PLACEHOLDER, &device_path_component(device_id));
+    if filled.ends_with('/') {
+        let name = remote
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("root");
+        PathBuf::from(filled).join(name)
+    } else {
+        PathBuf::from(filled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_per_device_and_cannot_escape() {
+        assert_eq!(
+            local_destination("pulled/{device}/", "127.0.0.1:6100", "/sdcard/a b.txt"),
+            PathBuf::from("pulled/127.0.0.1:6100/a b.txt")
+        );
+        assert_eq!(
+            local_destination("out/{device}.log", "web1", "/var/log/syslog"),
+            PathBuf::from("out/web1.log")
+        );
+        assert_eq!(
+            local_destination("p/{device}/", "../../etc", "/x"),
+            PathBuf::from("p/_.._.._etc/x")
+        );
+        assert_eq!(device_path_component(".."), "_..");
+        assert_eq!(device_path_component("a/b"), "a_b");
+    }
+}
