@@ -1,1 +1,79 @@
-fn main() {}
+//! `devbatch`: run one operation across many devices in parallel, one result per device.
+//!
+//! The binary stays small: parse flags, set up logging, run the command, exit with the code
+//! that `error::exit_code` documents.
+
+mod cli;
+mod context;
+mod error;
+mod list;
+mod pool_file;
+mod report;
+mod run;
+
+// Name every backend and operation crate so that the linker keeps their registrations.
+use devbatch_local as _;
+use devbatch_mock as _;
+use devbatch_ops as _;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Commands};
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(error::exit_code::USAGE);
+        }
+    };
+    let code = runtime.block_on(async {
+        match dispatch(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        }
+    });
+    // Do not wait for operations that ignored cancellation (a second Ctrl-C exits anyway).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> Result<i32, error::CliError> {
+    let connect_timeout = match &cli.command {
+        Commands::Run(args) => args.connect_timeout,
+        _ => None,
+    };
+    let ctx = context::Context::load(cli.pool.as_deref(), &cli.plugins, connect_timeout).await?;
+    match cli.command {
+        Commands::Run(args) => run::run(*args, ctx, cli.quiet).await,
+        Commands::Devices(args) => list::devices(&args, &ctx),
+        Commands::Ops(args) => list::ops(&args, &ctx),
+        Commands::Plugins(args) => list::plugins(&args, &ctx),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

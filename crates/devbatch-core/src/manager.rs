@@ -432,18 +432,18 @@ async fn run_job(job: Job, shared: Arc<Shared>) -> Finished {
     let index = job.index;
     let device = job.device;
     let (op, params) = (job.op, job.params);
-    if job.native {
-        if let Some(missing) = device.missing_capability(op.required_capabilities()) {
-            let err = DeviceError::Unsupported(format!(
-                "operation '{}' needs the {missing} capability, which this {} device lacks",
-                shared.operation,
-                device.backend()
-            ));
-            return Finished {
-                index,
-                outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
-            };
-        }
+    if job.native
+        && let Some(missing) = device.missing_capability(op.required_capabilities())
+    {
+        let err = DeviceError::Unsupported(format!(
+            "operation '{}' needs the {missing} capability, which this {} device lacks",
+            shared.operation,
+            device.backend()
+        ));
+        return Finished {
+            index,
+            outcome: DeviceOutcome::error(&err, None, 0, started.elapsed()),
+        };
     }
     if shared.stop.is_cancelled() {
         let err = shared.stop_error();

@@ -178,8 +178,11 @@ impl fmt::Display for BatchSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} devices: {} succeeded, {} failed",
-            self.total, self.succeeded, self.failed
+            "{} {}: {} succeeded, {} failed",
+            self.total,
+            if self.total == 1 { "device" } else { "devices" },
+            self.succeeded,
+            self.failed
         )?;
         if self.not_started > 0 {
             write!(f, " ({} not started)", self.not_started)?;

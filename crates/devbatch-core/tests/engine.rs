@@ -270,10 +270,10 @@ async fn cancellation_mid_batch_gives_every_device_an_outcome() {
             .concurrency(10)
             .cancel_handle(cancel.clone())
             .observer(move |e| {
-                if let BatchEvent::Finished { .. } = e {
-                    if finished.fetch_add(1, Ordering::SeqCst) + 1 == 5 {
-                        cancel.cancel();
-                    }
+                if let BatchEvent::Finished { .. } = e
+                    && finished.fetch_add(1, Ordering::SeqCst) + 1 == 5
+                {
+                    cancel.cancel();
                 }
             })
     };

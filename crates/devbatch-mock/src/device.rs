@@ -221,13 +221,13 @@ impl Device for MockDevice {
         if let Some(message) = &script.panic {
             panic!("{message}");
         }
-        if script.fail_first == 0 {
-            if let Some(e) = &script.error {
-                return Some(Err(OperationFailure {
-                    error: e.to_device_error(),
-                    partial: e.partial.clone(),
-                }));
-            }
+        if script.fail_first == 0
+            && let Some(e) = &script.error
+        {
+            return Some(Err(OperationFailure {
+                error: e.to_device_error(),
+                partial: e.partial.clone(),
+            }));
         }
         script.result.clone().map(Ok)
     }

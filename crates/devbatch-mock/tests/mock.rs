@@ -94,8 +94,7 @@ async fn the_backend_builds_fleets_from_pool_settings() {
     let err = MockBackend
         .open(bad)
         .await
-        .err()
-        .expect("a misspelt key is refused");
+        .expect_err("a misspelt key is refused");
     assert!(
         err.to_string()
             .starts_with("invalid settings: unknown field `latency`, expected one of"),

@@ -22,7 +22,7 @@ echo \"arch=$(uname -m 2>/dev/null)\"; \
 if [ -r /etc/os-release ]; then . /etc/os-release 2>/dev/null; echo \"os_release=$PRETTY_NAME\"; fi; \
 if [ -r /proc/uptime ]; then read up _ < /proc/uptime; echo \"uptime_s=${up%.*}\"; fi; \
 echo \"cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null)\"; \
-if [ -r /proc/meminfo ]; then while read k v _; do [ \"$k\" = MemTotal: ] && echo \"mem_total_kb=$v\"; done < /proc/meminfo; fi";
+if [ -r /proc/meminfo ]; then while read k v _; do [ \"$k\" = MemTotal: ] && echo \"mem_total_kb=$v\"; done < /proc/meminfo; fi; true";
 
 #[async_trait]
 impl Operation for InfoOperation {

@@ -1,0 +1,411 @@
+//! `devbatch run`: build the request, run the batch with progress and Ctrl-C handling, report.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use devbatch_core::{
+    BatchEvent, BatchOptions, BatchResult, CancelHandle, DeviceError, FailurePolicy, LabelSelector,
+    RetryPolicy,
+};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Map, Value};
+
+use crate::cli::{OutputFormat, RunArgs, Selection};
+use crate::context::Context;
+use crate::error::{CliError, exit_code};
+use crate::report;
+
+pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32, CliError> {
+    if !ctx.registry().has_operation(&args.operation) {
+        return Err(
+            devbatch_core::BatchError::Operation(devbatch_core::OperationError::Unknown {
+                name: args.operation.clone(),
+                known: ctx.registry().operation_names(),
+            })
+            .into(),
+        );
+    }
+    let params = build_params(&args)?;
+    let ids = select_devices(&ctx, &args.selection, args.rerun_failed.as_deref())?;
+    let options = build_options(&args, &ctx)?;
+
+    // Ctrl-C: the first cancels the batch (a complete report still follows), a second exits.
+    let cancel = CancelHandle::new();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let (cancel, interrupted) = (cancel.clone(), interrupted.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                eprintln!("interrupted: cancelling; press Ctrl-C again to exit at once");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(exit_code::INTERRUPTED);
+                }
+            }
+        });
+    }
+    let mut options = options.cancel_handle(cancel);
+
+    let progress =
+        (args.output == OutputFormat::Human && !quiet && std::io::stderr().is_terminal())
+            .then(|| Progress::new(ids.len() as u64));
+    let stream_lines = args.output == OutputFormat::Jsonl;
+    let stdout = Arc::new(Mutex::new(std::io::stdout()));
+    {
+        let progress = progress.clone();
+        let stdout = stdout.clone();
+        options.observer = Some(Arc::new(move |event: &BatchEvent<'_>| {
+            if let Some(p) = &progress {
+                p.on_event(event);
+            }
+            if stream_lines && let BatchEvent::Finished { device_id, outcome } = event {
+                let line = report::jsonl_line(device_id, outcome);
+                let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
+                // A closed stdout (`| head`) must not stop the batch.
+                let _ = writeln!(out, "{line}");
+            }
+        }));
+    }
+
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let keep_results =
+        args.output != OutputFormat::Jsonl || args.report.is_some() || args.junit.is_some();
+    let (result, summary) = if keep_results {
+        let r = ctx
+            .manager()
+            .execute_batch_with(&args.operation, params, Some(&id_refs), &options)
+            .await?;
+        let s = *r.summary();
+        (Some(r), s)
+    } else {
+        let s = ctx
+            .manager()
+            .execute_batch_streaming(&args.operation, params, Some(&id_refs), &options, |_, _| {})
+            .await?;
+        (None, s)
+    };
+    if let Some(p) = &progress {
+        p.finish();
+    }
+    let interrupted = interrupted.load(Ordering::SeqCst);
+
+    match (args.output, &result) {
+        (OutputFormat::Human, Some(r)) => print!("{}", report::human(r, &args.operation)),
+        (OutputFormat::Json, Some(r)) => {
+            let doc = serde_json::to_string_pretty(r).expect("results always serialize");
+            let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(out, "{doc}");
+        }
+        _ => {
+            let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(out, "{}", report::jsonl_summary(&summary, interrupted));
+        }
+    }
+    if let Some(r) = &result {
+        if let Some(path) = &args.report {
+            write_file(
+                path,
+                &(serde_json::to_string_pretty(r).expect("results always serialize") + "\n"),
+            )?;
+        }
+        if let Some(path) = &args.junit {
+            write_file(path, &report::junit(r, &args.operation))?;
+        }
+    }
+    let _ = std::io::stdout().flush();
+    Ok(if interrupted {
+        exit_code::INTERRUPTED
+    } else if summary.all_succeeded() {
+        exit_code::SUCCESS
+    } else {
+        exit_code::DEVICE_FAILED
+    })
+}
+
+/// Writes a file whole: to a temporary name beside it, then renamed.
+fn write_file(path: &Path, text: &str) -> Result<(), CliError> {
+    let file_error = |source| CliError::File {
+        context: "cannot write",
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("devbatch-tmp");
+    std::fs::write(&tmp, text).map_err(file_error)?;
+    std::fs::rename(&tmp, path).map_err(file_error)
+}
+
+/// `--params-json`, then `--param` and `--param-str` on top.
+fn build_params(args: &RunArgs) -> Result<Value, CliError> {
+    let mut params = Map::new();
+    if let Some(raw) = &args.params_json {
+        let text = match raw.strip_prefix('@') {
+            Some(file) => std::fs::read_to_string(file).map_err(|source| CliError::File {
+                context: "cannot read --params-json file",
+                path: file.into(),
+                source,
+            })?,
+            None => raw.clone(),
+        };
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(m)) => params = m,
+            Ok(other) => {
+                return Err(CliError::Usage(format!(
+                    "--params-json must be a JSON object, got {}",
+                    json_kind(&other)
+                )));
+            }
+            Err(e) => {
+                return Err(CliError::Usage(format!(
+                    "--params-json is not valid JSON: {e}"
+                )));
+            }
+        }
+    }
+    for raw in &args.params {
+        let (k, v) = split_param("--param", raw)?;
+        params.insert(
+            k.to_string(),
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())),
+        );
+    }
+    for raw in &args.string_params {
+        let (k, v) = split_param("--param-str", raw)?;
+        params.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    Ok(Value::Object(params))
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn split_param<'a>(flag: &str, raw: &'a str) -> Result<(&'a str, &'a str), CliError> {
+    match raw.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim(), v)),
+        _ => Err(CliError::Usage(format!(
+            "{flag} {raw:?}: expected KEY=VALUE, for example cmd='uname -a'"
+        ))),
+    }
+}
+
+/// The requested device ids: `--devices` (or the failed devices of a report), narrowed by
+/// `--select`; all devices when neither is given.
+pub(crate) fn select_devices(
+    ctx: &Context,
+    selection: &Selection,
+    rerun_failed: Option<&Path>,
+) -> Result<Vec<String>, CliError> {
+    let selectors = selection
+        .select
+        .iter()
+        .map(|s| s.parse::<LabelSelector>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let requested: Option<Vec<String>> = match rerun_failed {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
+                context: "cannot read report",
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let report: BatchResult = serde_json::from_str(&text).map_err(|e| {
+                CliError::Usage(format!(
+                    "{} is not a devbatch JSON report: {e}",
+                    path.display()
+                ))
+            })?;
+            let failed: Vec<String> = report
+                .failed_ids()
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            if failed.is_empty() {
+                return Err(CliError::NoDevices(format!(
+                    "no device selected: every device in {} succeeded",
+                    path.display()
+                )));
+            }
+            Some(failed)
+        }
+        None if !selection.devices.is_empty() => Some(
+            selection
+                .devices
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        ),
+        None => None,
+    };
+    if let Some(ids) = &requested {
+        let unknown: Vec<String> = ids
+            .iter()
+            .filter(|id| ctx.pool().get_device(id).is_none())
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(
+                devbatch_core::BatchError::Device(DeviceError::NotFound { ids: unknown }).into(),
+            );
+        }
+    }
+    let chosen: Vec<String> = match requested {
+        Some(ids) => ids
+            .into_iter()
+            .filter(|id| {
+                ctx.pool()
+                    .get_device(id)
+                    .is_some_and(|d| selectors.iter().all(|s| s.matches(d.as_ref())))
+            })
+            .collect(),
+        None => ctx
+            .pool()
+            .select(&selectors)
+            .iter()
+            .map(|d| d.id().to_string())
+            .collect(),
+    };
+    if chosen.is_empty() {
+        let why = if ctx.pool().is_empty() {
+            format!("{} has no devices", ctx.pool_source)
+        } else {
+            format!(
+                "the selection {} matched none of the {} devices in {}",
+                selection.select.join(" "),
+                ctx.pool().len(),
+                ctx.pool_source
+            )
+        };
+        return Err(CliError::NoDevices(format!("no device selected: {why}")));
+    }
+    Ok(chosen)
+}
+
+fn build_options(args: &RunArgs, ctx: &Context) -> Result<BatchOptions, CliError> {
+    let d = &ctx.defaults;
+    let mut o = BatchOptions::default();
+    if let Some(n) = args.concurrency.map(|n| n as usize).or(d.concurrency) {
+        o.concurrency = n;
+    }
+    o.timeout = args.timeout.or(d.timeout);
+    o.deadline = args.deadline.or(d.deadline);
+    if let Some(n) = args.retries.or(d.retries) {
+        o.retry = RetryPolicy::retries(n);
+    }
+    if let Some(n) = args.max_output.or(d.max_output) {
+        o.max_output = n;
+    }
+    o.canary = args.canary.map(|n| n as usize);
+    o.failure_policy = if args.fail_fast {
+        FailurePolicy::FailFast
+    } else if let Some(raw) = &args.max_failures {
+        parse_max_failures(raw)?
+    } else {
+        FailurePolicy::Continue
+    };
+    Ok(o)
+}
+
+fn parse_max_failures(raw: &str) -> Result<FailurePolicy, CliError> {
+    let bad = || {
+        CliError::Usage(format!(
+            "--max-failures {raw:?}: expected a count such as 5 or a percentage such as 10%"
+        ))
+    };
+    match raw.trim().strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if p > 0.0 && p <= 100.0 {
+                Ok(FailurePolicy::MaxFailurePercent(p))
+            } else {
+                Err(bad())
+            }
+        }
+        None => match raw.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(FailurePolicy::MaxFailures(n)),
+            _ => Err(bad()),
+        },
+    }
+}
+
+/// The live progress bar on stderr: done / failed / running, ETA.
+#[derive(Clone)]
+struct Progress {
+    bar: ProgressBar,
+    running: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} done, {msg} [{elapsed_precise}, ETA {eta}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Progress {
+            bar,
+            running: Arc::default(),
+            failed: Arc::default(),
+        }
+    }
+
+    fn on_event(&self, event: &BatchEvent<'_>) {
+        match event {
+            BatchEvent::Started { attempt: 1, .. } => {
+                self.running.fetch_add(1, Ordering::Relaxed);
+            }
+            BatchEvent::Finished { outcome, .. } => {
+                if outcome.attempts > 0 {
+                    self.running.fetch_sub(1, Ordering::Relaxed);
+                }
+                if !outcome.is_success() {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                self.bar.inc(1);
+            }
+            _ => {}
+        }
+        self.bar.set_message(format!(
+            "{} failed, {} running",
+            self.failed.load(Ordering::Relaxed),
+            self.running.load(Ordering::Relaxed)
+        ));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_limits_parse() {
+        assert_eq!(
+            parse_max_failures("5").unwrap(),
+            FailurePolicy::MaxFailures(5)
+        );
+        assert_eq!(
+            parse_max_failures("12.5%").unwrap(),
+            FailurePolicy::MaxFailurePercent(12.5)
+        );
+        assert!(parse_max_failures("0").is_err());
+        assert!(parse_max_failures("150%").is_err());
+        assert!(parse_max_failures("many").is_err());
+    }
+}
