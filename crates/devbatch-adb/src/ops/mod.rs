@@ -1,0 +1,1 @@
+//! Operations specific to ADB devices.
