@@ -70,6 +70,22 @@ impl AdbDevice {
         }
     }
 
+    /// A copy addressing the same device, for cleanup work that must outlive a cancelled
+    /// operation.
+    pub(crate) fn detached(&self) -> AdbDevice {
+        AdbDevice {
+            id: self.id.clone(),
+            serial: self.serial.clone(),
+            target: self.target.clone(),
+            server: self.server.clone(),
+            labels: self.labels.clone(),
+            state: self.state.clone(),
+            transport_id: self.transport_id,
+            connect_addr: self.connect_addr.clone(),
+            features: Mutex::new(self.features.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+        }
+    }
+
     /// The serial, exactly as the adb server lists it.
     pub fn serial(&self) -> &str {
         &self.serial
