@@ -105,7 +105,10 @@ async fn reap(
             .flatten()
         }
     };
-    // Free our channel slot first, so that the kill channel cannot wait behind it.
+    // Stop receiving first: an unread channel whose buffer is full (a command flooding
+    // output) would stall the whole connection, kill channel included. Then free our channel
+    // slot, so that the kill channel cannot wait behind it.
+    drop(read);
     drop(permit);
     if let Some(pid) = pid {
         let line = format!("kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true");
@@ -120,7 +123,6 @@ async fn reap(
         }
     }
     let _ = write.close().await;
-    drop(read);
 }
 
 /// Finds `MARKER<pid>\n` in `buf`: the pid and the byte range of the whole line.
