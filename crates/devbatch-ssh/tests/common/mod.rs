@@ -92,10 +92,11 @@ impl Default for SshdOptions {
     }
 }
 
-/// A running private sshd; killed when dropped.
+/// A running private sshd; killed when dropped. sshd listens on at most 16 sockets, so more
+/// addresses are served by several sshd processes sharing keys, port and log directory.
 pub struct Sshd {
     pub dir: tempfile::TempDir,
-    child: Child,
+    children: Vec<Child>,
     pub port: u16,
     pub addrs: Vec<String>,
     pub host_key: PathBuf,
@@ -107,6 +108,9 @@ fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().unwrap().port()
 }
+
+/// sshd's MAX_LISTEN_SOCKS.
+const ADDRS_PER_SSHD: usize = 16;
 
 impl Sshd {
     pub fn start(options: SshdOptions) -> Sshd {
@@ -122,58 +126,67 @@ impl Sshd {
         )
         .unwrap();
         let user = current_user();
-        for attempt in 0..5 {
+        'attempt: for attempt in 0..5 {
             let port = free_port();
-            let listen: String = options
-                .addrs
-                .iter()
-                .map(|a| format!("ListenAddress {a}:{port}\n"))
-                .collect();
-            let config = format!(
-                "{listen}HostKey {hk}\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\n\
-                 StrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication yes\n\
-                 KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n\
-                 AcceptEnv none\nPrintMotd no\n{extra}",
-                hk = host_key.display(),
-                d = dir.path().display(),
-                extra = options.extra_config,
-            );
-            let config_path = dir.path().join("sshd_config");
-            std::fs::write(&config_path, config).unwrap();
-            let log = std::fs::File::create(dir.path().join("sshd.log")).unwrap();
-            let mut child = Command::new(SSHD)
-                .arg("-D")
-                .arg("-e")
-                .arg("-f")
-                .arg(&config_path)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start sshd");
-            if wait_ready(&mut child, &options.addrs, port) {
-                return Sshd {
-                    dir,
-                    child,
-                    port,
-                    addrs: options.addrs.clone(),
-                    host_key,
-                    client_key,
-                    user,
-                };
+            let mut children = Vec::new();
+            for (n, group) in options.addrs.chunks(ADDRS_PER_SSHD).enumerate() {
+                let listen: String = group
+                    .iter()
+                    .map(|a| format!("ListenAddress {a}:{port}\n"))
+                    .collect();
+                // sshd takes the first value it reads for a keyword: the test's own lines first.
+                let config = format!(
+                    "{extra}\n{listen}HostKey {hk}\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.{n}.pid\n\
+                     StrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication yes\n\
+                     KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n\
+                     PrintMotd no\n",
+                    hk = host_key.display(),
+                    d = dir.path().display(),
+                    extra = options.extra_config,
+                );
+                let config_path = dir.path().join(format!("sshd_config.{n}"));
+                std::fs::write(&config_path, config).unwrap();
+                let log = std::fs::File::create(dir.path().join(format!("sshd.{n}.log"))).unwrap();
+                let mut child = Command::new(SSHD)
+                    .arg("-D")
+                    .arg("-e")
+                    .arg("-f")
+                    .arg(&config_path)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start sshd");
+                let ready = wait_ready(&mut child, group, port);
+                children.push(child);
+                if !ready {
+                    let log = read_logs(dir.path());
+                    for mut c in children {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                    }
+                    if attempt == 4 || !log.contains("Address already in use") {
+                        panic!("the test sshd did not start; its log:\n{log}");
+                    }
+                    continue 'attempt;
+                }
             }
-            let _ = child.kill();
-            let _ = child.wait();
-            let log = std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default();
-            if attempt == 4 || !log.contains("Address already in use") {
-                panic!("the test sshd did not start; its log:\n{log}");
-            }
+            return Sshd {
+                dir,
+                children,
+                port,
+                addrs: options.addrs.clone(),
+                host_key,
+                client_key,
+                user,
+            };
         }
         unreachable!()
     }
 
+    /// Everything the server processes logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+        read_logs(self.dir.path())
     }
 
     /// A known_hosts line for `addr` with this server's key.
@@ -210,9 +223,24 @@ impl Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
+}
+
+fn read_logs(dir: &Path) -> String {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect()
 }
 
 fn wait_ready(child: &mut Child, addrs: &[String], port: u16) -> bool {
