@@ -286,7 +286,12 @@ mod tests {
                 settings: v.as_object().unwrap().clone(),
                 ..Default::default()
             };
-            AdbBackend.open(spec).await.map(|_| ()).unwrap_err().to_string()
+            AdbBackend
+                .open(spec)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
         };
         assert!(open(serde_json::json!({})).await.contains("exactly one of"));
         assert!(

@@ -13,9 +13,14 @@ use devbatch_core::{BatchOptions, Command, DeviceState, ErrorKind, Status};
 use serde_json::json;
 
 fn outcome_error(result: &devbatch_core::BatchResult, id: &str) -> (ErrorKind, String) {
-    let o = result.get(id).unwrap_or_else(|| panic!("no outcome for {id}"));
+    let o = result
+        .get(id)
+        .unwrap_or_else(|| panic!("no outcome for {id}"));
     assert_eq!(o.status, Status::Error, "{id}: {o:?}");
-    (o.error_kind.expect("error kind"), o.error.clone().expect("error text"))
+    (
+        o.error_kind.expect("error kind"),
+        o.error.clone().expect("error text"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,9 +60,16 @@ async fn tcp_serials_beside_other_serials_each_answer_for_themselves() {
     let server = server().await;
     let mut expected = BTreeMap::new();
     let mut sims = Vec::new();
-    for (i, name) in ["emulator-5554", "R58M 12 (work)", "plain-serial"].iter().enumerate() {
-        let cfg = if i == 1 { DeviceConfig::legacy(*name) } else { DeviceConfig::modern(*name) }
-            .model(format!("Model_{i}"));
+    for (i, name) in ["emulator-5554", "R58M 12 (work)", "plain-serial"]
+        .iter()
+        .enumerate()
+    {
+        let cfg = if i == 1 {
+            DeviceConfig::legacy(*name)
+        } else {
+            DeviceConfig::modern(*name)
+        }
+        .model(format!("Model_{i}"));
         let (sim, serial) = device(&server, cfg).await;
         assert!(serial.starts_with("127.0.0.1:"), "{serial}");
         expected.insert(serial, name.to_string());
@@ -66,17 +78,29 @@ async fn tcp_serials_beside_other_serials_each_answer_for_themselves() {
     let devices = discover(&server).await;
     let ids: Vec<String> = devices.iter().map(|d| d.id().to_string()).collect();
     assert_eq!(
-        ids.iter().cloned().collect::<std::collections::BTreeSet<_>>(),
+        ids.iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
         expected.keys().cloned().collect(),
         "ids are the serials exactly as listed"
     );
     for d in &devices {
         assert_eq!(d.state(), DeviceState::Ready);
         assert_eq!(d.labels()["serial"], d.id());
-        assert!(d.labels()["model"].starts_with("Model_"), "{:?}", d.labels());
+        assert!(
+            d.labels()["model"].starts_with("Model_"),
+            "{:?}",
+            d.labels()
+        );
     }
     let m = manager(devices);
-    let result = run(&m, "shell", json!({"cmd": "getprop ro.serialno"}), BatchOptions::default().timeout(SLOW)).await;
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "getprop ro.serialno"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
     for (serial, own) in &expected {
         let o = result.get(serial).unwrap();
         assert_eq!(o.status, Status::Success, "{serial}: {o:?}");
@@ -92,28 +116,51 @@ async fn tcp_serials_beside_other_serials_each_answer_for_themselves() {
         assert_eq!(o.result["manufacturer"], "Devbatch");
         assert!(o.result["model"].as_str().unwrap().starts_with("Model_"));
     }
-    let legacy = expected.iter().find(|(_, own)| own.as_str() == "R58M 12 (work)").unwrap().0;
+    let legacy = expected
+        .iter()
+        .find(|(_, own)| own.as_str() == "R58M 12 (work)")
+        .unwrap()
+        .0;
     let info = &result.get(legacy).unwrap().result;
-    assert_eq!((info["release"].as_str(), info["sdk"].as_u64()), (Some("6.0.1"), Some(23)));
+    assert_eq!(
+        (info["release"].as_str(), info["sdk"].as_u64()),
+        (Some("6.0.1"), Some(23))
+    );
     assert_eq!(info["abi"], "armeabi-v7a");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_devices_at_all() {
     let server = server().await;
-    assert!(discover(&server).await.is_empty(), "an empty server discovers no devices");
+    assert!(
+        discover(&server).await.is_empty(),
+        "an empty server discovers no devices"
+    );
     // A serial the server does not know: listed in the pool, and unreachable when used.
     let devices = open(&server, json!({"serial": "ZX1G22"})).await;
     let m = manager(devices);
-    let result = run(&m, "shell", json!({"cmd": "true"}), BatchOptions::default().timeout(SLOW)).await;
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "true"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
     let (kind, text) = outcome_error(&result, "ZX1G22");
     assert_eq!(kind, ErrorKind::Unreachable);
     assert_eq!(
         text,
-        format!("unreachable: device 'ZX1G22' is not attached to the adb server at 127.0.0.1:{}", server.port())
+        format!(
+            "unreachable: device 'ZX1G22' is not attached to the adb server at 127.0.0.1:{}",
+            server.port()
+        )
     );
     // No server at all: a setup error that says how to start one.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let spec = devbatch_core::DeviceSpec {
         settings: json!({"discover": true, "server": format!("127.0.0.1:{port}")})
             .as_object()
@@ -122,8 +169,16 @@ async fn no_devices_at_all() {
         ..Default::default()
     };
     use devbatch_core::Backend;
-    let err = devbatch_adb::AdbBackend.open(spec).await.map(|_| ()).unwrap_err().to_string();
-    assert!(err.starts_with(&format!("cannot reach the adb server at 127.0.0.1:{port}")), "{err}");
+    let err = devbatch_adb::AdbBackend
+        .open(spec)
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("cannot reach the adb server at 127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(err.contains("adb start-server"), "{err}");
 }
 
@@ -131,32 +186,53 @@ async fn no_devices_at_all() {
 async fn unauthorized_and_offline_devices_beside_a_healthy_one() {
     let server = server().await;
     let (_ok, healthy) = device(&server, DeviceConfig::modern("healthy")).await;
-    let locked = SimDevice::start(DeviceConfig::modern("locked").fault(Fault::Unauthorized)).await.unwrap();
+    let locked = SimDevice::start(DeviceConfig::modern("locked").fault(Fault::Unauthorized))
+        .await
+        .unwrap();
     let reply = server.connect_addr(&locked.serial()).await.unwrap();
     assert!(reply.starts_with("failed to authenticate"), "{reply}");
-    server.wait_for_state(&locked.serial(), "unauthorized", Duration::from_secs(30)).await.unwrap();
-    let silent = SimDevice::start(DeviceConfig::modern("silent").fault(Fault::NeverAnswer)).await.unwrap();
+    server
+        .wait_for_state(&locked.serial(), "unauthorized", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let silent = SimDevice::start(DeviceConfig::modern("silent").fault(Fault::NeverAnswer))
+        .await
+        .unwrap();
     // The server waits ~10 s for the handshake before answering; the entry is offline meanwhile.
     let port = server.port();
     let addr = silent.serial();
     let pending = tokio::spawn(async move {
         let _ = adbd_sim_query(port, &format!("host:connect:{addr}")).await;
     });
-    server.wait_for_state(&silent.serial(), "offline", Duration::from_secs(30)).await.unwrap();
+    server
+        .wait_for_state(&silent.serial(), "offline", Duration::from_secs(30))
+        .await
+        .unwrap();
 
     let devices = discover(&server).await;
-    let states: BTreeMap<String, String> =
-        devices.iter().map(|d| (d.id().to_string(), d.state().as_str().to_string())).collect();
+    let states: BTreeMap<String, String> = devices
+        .iter()
+        .map(|d| (d.id().to_string(), d.state().as_str().to_string()))
+        .collect();
     assert_eq!(states[&healthy], "ready");
     assert_eq!(states[&locked.serial()], "unauthorized");
     assert_eq!(states[&silent.serial()], "offline");
     let m = manager(devices);
-    let result = run(&m, "shell", json!({"cmd": "echo hi"}), BatchOptions::default().timeout(SLOW)).await;
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "echo hi"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
     assert_eq!(result.get(&healthy).unwrap().status, Status::Success);
     assert_eq!(result.get(&healthy).unwrap().result["stdout"], "hi\n");
     let (kind, text) = outcome_error(&result, &locked.serial());
     assert_eq!(kind, ErrorKind::NotReady);
-    assert!(text.starts_with("device is unauthorized: accept the \"Allow USB debugging?\" prompt"), "{text}");
+    assert!(
+        text.starts_with("device is unauthorized: accept the \"Allow USB debugging?\" prompt"),
+        "{text}"
+    );
     let (kind, text) = outcome_error(&result, &silent.serial());
     assert_eq!(kind, ErrorKind::NotReady);
     assert!(text.starts_with("device is offline: "), "{text}");
@@ -168,7 +244,8 @@ async fn unauthorized_and_offline_devices_beside_a_healthy_one() {
 async fn adbd_sim_query(port: u16, request: &str) -> std::io::Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("{:04x}{request}", request.len()).as_bytes()).await?;
+    s.write_all(format!("{:04x}{request}", request.len()).as_bytes())
+        .await?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).await?;
     Ok(out)
@@ -183,19 +260,43 @@ async fn exit_codes_streams_and_line_ends_with_and_without_shell_v2() {
     let get = |s: &str| devices.iter().find(|d| d.id() == s).unwrap().clone();
     let (modern, legacy) = (get(&modern), get(&legacy));
 
-    let out = modern.run(&Command::shell("echo out; echo err >&2; exit 3")).await.unwrap();
-    assert_eq!((out.exit_code, out.stdout.as_slice(), out.stderr.as_slice()), (3, b"out\n".as_slice(), b"err\n".as_slice()));
+    let out = modern
+        .run(&Command::shell("echo out; echo err >&2; exit 3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice(), out.stderr.as_slice()),
+        (3, b"out\n".as_slice(), b"err\n".as_slice())
+    );
 
     // Legacy: the exit code comes from the marker, which never shows; the pty's CRLF is undone.
-    let out = legacy.run(&Command::shell("printf 'a\\nb\\n'; echo c; exit 42")).await.unwrap();
+    let out = legacy
+        .run(&Command::shell("printf 'a\\nb\\n'; echo c; exit 42"))
+        .await
+        .unwrap();
     assert_eq!(out.exit_code, 42);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\nc\n");
     assert!(out.stderr.is_empty());
-    let out = legacy.run(&Command::shell("printf 'no newline'")).await.unwrap();
-    assert_eq!((out.exit_code, out.stdout.as_slice()), (0, b"no newline".as_slice()));
-    let out = legacy.run(&Command::shell("echo merged >&2; false")).await.unwrap();
-    assert_eq!((out.exit_code, out.stdout.as_slice()), (1, b"merged\n".as_slice()));
-    let out = legacy.run(&Command::argv(["echo", "it's", "$HOME"])).await.unwrap();
+    let out = legacy
+        .run(&Command::shell("printf 'no newline'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (0, b"no newline".as_slice())
+    );
+    let out = legacy
+        .run(&Command::shell("echo merged >&2; false"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (1, b"merged\n".as_slice())
+    );
+    let out = legacy
+        .run(&Command::argv(["echo", "it's", "$HOME"]))
+        .await
+        .unwrap();
     assert_eq!(out.stdout, b"it's $HOME\n");
 }
 
@@ -218,10 +319,22 @@ async fn output_over_the_cap_fails_with_output_limit() {
         assert_eq!(text, "output exceeded the per-device limit of 1000 bytes");
     }
     // Just under the cap is fine, on both.
-    let result = run(&m, "shell", json!({"cmd": "head -c 900 /dev/zero | tr '\\000' z"}), BatchOptions::default().timeout(SLOW).max_output(1000)).await;
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "head -c 900 /dev/zero | tr '\\000' z"}),
+        BatchOptions::default().timeout(SLOW).max_output(1000),
+    )
+    .await;
     for id in [&modern, &legacy] {
         assert_eq!(result.get(id).unwrap().status, Status::Success, "{id}");
-        assert_eq!(result.get(id).unwrap().result["stdout"].as_str().unwrap().len(), 900);
+        assert_eq!(
+            result.get(id).unwrap().result["stdout"]
+                .as_str()
+                .unwrap()
+                .len(),
+            900
+        );
     }
 }
 
@@ -236,8 +349,17 @@ async fn a_hanging_device_times_out_and_the_others_are_unaffected() {
     sims[1].0.set_fault(Fault::Hang);
     let m = manager(discover(&server).await);
     let started = Instant::now();
-    let result = run(&m, "shell", json!({"cmd": "echo alive"}), BatchOptions::default().timeout(Duration::from_secs(3))).await;
-    assert!(started.elapsed() >= Duration::from_secs(3), "the hang was waited for");
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "echo alive"}),
+        BatchOptions::default().timeout(Duration::from_secs(3)),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the hang was waited for"
+    );
     let (kind, text) = outcome_error(&result, &hung);
     assert_eq!(kind, ErrorKind::Timeout);
     assert_eq!(text, "timed out after 3s");
@@ -248,8 +370,19 @@ async fn a_hanging_device_times_out_and_the_others_are_unaffected() {
     }
     // Once healthy again, the same device works (the dropped stream was closed).
     sims[1].0.set_fault(Fault::None);
-    let result = run(&m, "shell", json!({"cmd": "echo back"}), BatchOptions::default().timeout(SLOW)).await;
-    assert_eq!(result.get(&hung).unwrap().status, Status::Success, "{:?}", result.get(&hung));
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "echo back"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    assert_eq!(
+        result.get(&hung).unwrap().status,
+        Status::Success,
+        "{:?}",
+        result.get(&hung)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,11 +397,22 @@ async fn paths_with_spaces_quotes_and_dollars_stay_literal() {
     let remote = "/data/local/tmp/it's a \"$HOME\" dir/f $x `id`.txt";
     for (handle, id) in [(&sim, &serial), (&lsim, &lserial)] {
         let d = devices.iter().find(|d| d.id() == id.as_str()).unwrap();
-        let stats = d.push(&local, remote).await.unwrap_or_else(|e| panic!("{id}: {e}"));
+        let stats = d
+            .push(&local, remote)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
         assert_eq!((stats.files, stats.bytes), (1, 16));
-        assert_eq!(std::fs::read(handle.path(remote)).unwrap(), b"literal content\n", "{id}");
+        assert_eq!(
+            std::fs::read(handle.path(remote)).unwrap(),
+            b"literal content\n",
+            "{id}"
+        );
         let out = d.run(&Command::argv(["cat", remote])).await.unwrap();
-        assert_eq!((out.exit_code, out.stdout.as_slice()), (0, b"literal content\n".as_slice()), "{id}");
+        assert_eq!(
+            (out.exit_code, out.stdout.as_slice()),
+            (0, b"literal content\n".as_slice()),
+            "{id}"
+        );
         let back = dir.path().join(format!("back {}", id.replace(':', "_")));
         d.pull(remote, &back).await.unwrap();
         assert_eq!(std::fs::read(&back).unwrap(), b"literal content\n");
@@ -292,12 +436,21 @@ async fn a_link_dropped_mid_push_and_mid_pull_is_an_error_and_leaves_nothing() {
     let err = d.push(&big, "/data/local/tmp/big.bin").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Disconnected, "{err}");
     let text = err.to_string();
-    assert!(text.starts_with("connection lost: the device link was lost after sending "), "{text}");
-    assert!(text.contains(" of 1048576 bytes of ") && text.contains("to '/data/local/tmp/big.bin'"), "{text}");
+    assert!(
+        text.starts_with("connection lost: the device link was lost after sending "),
+        "{text}"
+    );
+    assert!(
+        text.contains(" of 1048576 bytes of ") && text.contains("to '/data/local/tmp/big.bin'"),
+        "{text}"
+    );
     assert!(err.is_retryable());
 
     // Wait for the server to re-attach the device, put a file there, and break the pull.
-    server.wait_for_state(&serial, "device", Duration::from_secs(60)).await.unwrap();
+    server
+        .wait_for_state(&serial, "device", Duration::from_secs(60))
+        .await
+        .unwrap();
     std::fs::create_dir_all(sim.path("/sdcard")).unwrap();
     std::fs::write(sim.path("/sdcard/big.bin"), &data).unwrap();
     d.run(&Command::shell("true")).await.unwrap();
@@ -312,7 +465,10 @@ async fn a_link_dropped_mid_push_and_mid_pull_is_an_error_and_leaves_nothing() {
     assert!(left.is_empty(), "a broken pull left {left:?}");
 
     // After the reconnect the same pull succeeds.
-    server.wait_for_state(&serial, "device", Duration::from_secs(60)).await.unwrap();
+    server
+        .wait_for_state(&serial, "device", Duration::from_secs(60))
+        .await
+        .unwrap();
     let stats = d.pull("/sdcard/big.bin", &out).await.unwrap();
     assert_eq!(stats.bytes, 1_048_576);
     assert!(std::fs::read(&out).unwrap() == data);
@@ -324,7 +480,11 @@ async fn fifty_devices_at_once_each_result_attributed_to_its_device() {
     let mut own = BTreeMap::new();
     let mut sims = Vec::new();
     for i in 0..50 {
-        let cfg = if i % 5 == 0 { DeviceConfig::legacy(format!("fleet-{i:02}")) } else { DeviceConfig::modern(format!("fleet-{i:02}")) };
+        let cfg = if i % 5 == 0 {
+            DeviceConfig::legacy(format!("fleet-{i:02}"))
+        } else {
+            DeviceConfig::modern(format!("fleet-{i:02}"))
+        };
         let (sim, serial) = device(&server, cfg).await;
         own.insert(serial, format!("fleet-{i:02}"));
         sims.push(sim);
@@ -346,8 +506,84 @@ async fn fifty_devices_at_once_each_result_attributed_to_its_device() {
         let o = result.get(serial).unwrap();
         // The shell op reports a non-zero exit as an error with the output kept.
         assert_eq!(o.result["exit_code"], 7, "{serial}: {o:?}");
-        let model = if name.ends_with('0') || name.ends_with('5') { "SimLegacy" } else { "SimPhone" };
+        let model = if name.ends_with('0') || name.ends_with('5') {
+            "SimLegacy"
+        } else {
+            "SimPhone"
+        };
         assert_eq!(o.result["stdout"], format!("{name} {model}\n"), "{serial}");
     }
     eprintln!("50 devices: shell in {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_entries_attach_network_devices_and_report_failures() {
+    let server = server().await;
+    let sim = SimDevice::start(DeviceConfig::modern("net")).await.unwrap();
+    // `localhost` is normalised so the server does not list the device twice.
+    let mut spec = common::entry(
+        &server,
+        json!({"connect": format!("localhost:{}", sim.port())}),
+    );
+    spec.id = Some("net-1".into());
+    use devbatch_core::Backend;
+    let devices = devbatch_adb::AdbBackend.open(spec).await.unwrap();
+    assert_eq!(devices[0].id(), "net-1");
+    assert_eq!(
+        devices[0].labels()["serial"],
+        format!("127.0.0.1:{}", sim.port())
+    );
+    let out = devices[0]
+        .run(&Command::shell("getprop ro.serialno"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"net\n");
+    assert_eq!(server.devices().await.unwrap().len(), 1);
+
+    // A device that refuses connections: the pool still opens, the device is unreachable and
+    // the error carries the server's own words.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let devices = open(&server, json!({"connect": format!("127.0.0.1:{port}")})).await;
+    let m = manager(devices);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "true"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    let (kind, text) = outcome_error(&result, &format!("127.0.0.1:{port}"));
+    assert_eq!(kind, ErrorKind::Unreachable);
+    assert!(text.contains("failed to connect to"), "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_limits_requests_in_flight_to_one_server() {
+    let server = server().await;
+    let mut sims = Vec::new();
+    for i in 0..4 {
+        sims.push(device(&server, DeviceConfig::modern(format!("lim{i}"))).await);
+    }
+    let devices = open(&server, json!({"discover": true, "max_requests": 2})).await;
+    let m = manager(devices);
+    let started = Instant::now();
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "sleep 1; echo done"}),
+        BatchOptions::default().concurrency(4).timeout(SLOW),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert!(result.failed_ids().is_empty(), "{:?}", result.failed_ids());
+    // Four 1-second commands, two at a time: at least two rounds.
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "ran in {elapsed:?}; the limit was not applied"
+    );
 }

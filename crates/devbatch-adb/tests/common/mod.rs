@@ -24,8 +24,13 @@ pub async fn server() -> AdbServer {
 
 /// Starts a simulated device and connects it; returns the handle and its serial.
 pub async fn device(server: &AdbServer, config: DeviceConfig) -> (SimHandle, String) {
-    let handle = SimDevice::start(config).await.expect("start simulated device");
-    let serial = server.connect(&handle).await.expect("connect simulated device");
+    let handle = SimDevice::start(config)
+        .await
+        .expect("start simulated device");
+    let serial = server
+        .connect(&handle)
+        .await
+        .expect("connect simulated device");
     (handle, serial)
 }
 
@@ -72,7 +77,12 @@ pub async fn run(
     options: BatchOptions,
 ) -> BatchResult {
     manager
-        .execute_batch_with(operation, params, None, &options.retry(devbatch_core::RetryPolicy::retries(0)))
+        .execute_batch_with(
+            operation,
+            params,
+            None,
+            &options.retry(devbatch_core::RetryPolicy::retries(0)),
+        )
         .await
         .unwrap_or_else(|e| panic!("batch {operation}: {e}"))
 }
