@@ -27,7 +27,10 @@ async fn exit_codes_signals_and_separate_streams() {
     let sshd = Sshd::start(SshdOptions::default());
     let d = device("box", sshd.settings("127.0.0.1")).await;
     for code in [0, 1, 7] {
-        let out = d.shell(&format!("echo out; echo err >&2; exit {code}")).await.unwrap();
+        let out = d
+            .shell(&format!("echo out; echo err >&2; exit {code}"))
+            .await
+            .unwrap();
         assert_eq!(out.exit_code, code);
         assert_eq!(out.stdout, b"out\n");
         assert_eq!(out.stderr, b"err\n");
@@ -45,7 +48,10 @@ async fn exit_codes_signals_and_separate_streams() {
     assert_eq!(err.to_string(), "the command was killed by signal SIGKILL");
     // Argv arguments stay literal, stdin arrives whole.
     let out = d
-        .run(&Command::argv(["sh", "-c", "wc -c; printf '%s' \"$0\"", "x; id"]).with_stdin(vec![7u8; 3 * 1024 * 1024]))
+        .run(
+            &Command::argv(["sh", "-c", "wc -c; printf '%s' \"$0\"", "x; id"])
+                .with_stdin(vec![7u8; 3 * 1024 * 1024]),
+        )
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "3145728\nx; id");
@@ -73,8 +79,16 @@ async fn large_binary_output_arrives_whole() {
         .await
         .unwrap();
     assert_eq!(out.exit_code, 0);
-    assert!(out.stdout == data, "stdout differs ({} bytes)", out.stdout.len());
-    assert!(out.stderr == data, "stderr differs ({} bytes)", out.stderr.len());
+    assert!(
+        out.stdout == data,
+        "stdout differs ({} bytes)",
+        out.stdout.len()
+    );
+    assert!(
+        out.stderr == data,
+        "stderr differs ({} bytes)",
+        out.stderr.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,10 +122,16 @@ async fn a_timed_out_command_leaves_no_remote_process() {
     assert!(started.elapsed() < Duration::from_secs(12));
     // The output cap stops the command too.
     let line = format!("echo $$ > {p}; yes", p = pidfile.display());
-    let err = d.run(&Command::shell(line).with_max_output(100_000)).await.unwrap_err();
+    let err = d
+        .run(&Command::shell(line).with_max_output(100_000))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::OutputLimit);
     let pid = read(&pidfile);
-    assert!(gone_within(pid, Duration::from_secs(10)).await, "`yes` (pid {pid}) kept running past the output cap");
+    assert!(
+        gone_within(pid, Duration::from_secs(10)).await,
+        "`yes` (pid {pid}) kept running past the output cap"
+    );
     assert_eq!(d.shell_text("echo ok").await.unwrap(), "ok");
     d.close().await;
 }
@@ -157,7 +177,12 @@ async fn odd_file_names_and_modes_survive_a_round_trip() {
     let d = device("box", sshd.settings("127.0.0.1")).await;
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src tree");
-    let names = ["with space.txt", "it's \"quoted\".txt", "naïve ünïcødé ✓.txt", "$(id) `x`;.txt"];
+    let names = [
+        "with space.txt",
+        "it's \"quoted\".txt",
+        "naïve ünïcødé ✓.txt",
+        "$(id) `x`;.txt",
+    ];
     std::fs::create_dir_all(src.join("sub dir ä")).unwrap();
     for n in names {
         std::fs::write(src.join(n), n.as_bytes()).unwrap();
@@ -188,8 +213,13 @@ async fn odd_file_names_and_modes_survive_a_round_trip() {
     assert_eq!(mode(back.join(names[0])), 0o600);
     // Pushing a file over an existing one replaces it, leaving no temporary files behind.
     std::fs::write(dir.path().join("new"), b"v2").unwrap();
-    d.push(&dir.path().join("new"), &format!("{remote}/{}", names[1])).await.unwrap();
-    assert_eq!(std::fs::read(format!("{remote}/{}", names[1])).unwrap(), b"v2");
+    d.push(&dir.path().join("new"), &format!("{remote}/{}", names[1]))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(format!("{remote}/{}", names[1])).unwrap(),
+        b"v2"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(remote)
         .unwrap()
         .flatten()
@@ -204,19 +234,36 @@ async fn a_broken_pull_leaves_no_partial_file() {
     let d = device("box", sshd.settings("127.0.0.1")).await;
     let dir = tempfile::tempdir().unwrap();
     let big = dir.path().join("big.bin");
-    std::fs::File::create(&big).unwrap().set_len(400 * 1024 * 1024).unwrap();
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(400 * 1024 * 1024)
+        .unwrap();
     let local_dir = dir.path().join("local");
     std::fs::create_dir(&local_dir).unwrap();
     let dest = local_dir.join("big.bin");
     // Warm the connection, then cut the pull short.
     d.shell_text("true").await.unwrap();
-    let r = tokio::time::timeout(Duration::from_millis(300), d.pull(big.to_str().unwrap(), &dest)).await;
+    let r = tokio::time::timeout(
+        Duration::from_millis(300),
+        d.pull(big.to_str().unwrap(), &dest),
+    )
+    .await;
     assert!(r.is_err(), "a 400 MiB pull finished in 300 ms");
-    assert!(!dest.exists(), "a partial file was left under the final name");
-    let left: Vec<_> = std::fs::read_dir(&local_dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(
+        !dest.exists(),
+        "a partial file was left under the final name"
+    );
+    let left: Vec<_> = std::fs::read_dir(&local_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "temporary files were left: {left:?}");
     // A missing remote file is an io error naming it, and leaves nothing.
     let err = d.pull("/nonexistent dir/x", &dest).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
-    assert!(err.to_string().contains("/nonexistent dir/x") && err.to_string().contains("no such file"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent dir/x") && err.to_string().contains("no such file"),
+        "{err}"
+    );
 }

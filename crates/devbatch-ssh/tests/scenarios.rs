@@ -60,7 +60,10 @@ async fn wrong_key_and_wrong_password_beside_a_good_host() {
     s.insert("identity_files".into(), json!([other_key]));
     let wrong_key = device("wrong-key", s).await;
     let mut s = sshd.settings("127.0.0.4");
-    s.insert("identity_files".into(), json!([sshd.dir.path().join("no-such-key")]));
+    s.insert(
+        "identity_files".into(),
+        json!([sshd.dir.path().join("no-such-key")]),
+    );
     s.insert("password".into(), json!("Not-The-Password-93"));
     let wrong_password = device("wrong-password", s).await;
     let m = manager(vec![good, wrong_key, wrong_password]);
@@ -128,15 +131,24 @@ async fn closed_port_and_silent_port_are_unreachable() {
     let r = shell(&m, "true").await;
     let (msg, kind) = error_of(&r, "closed");
     assert_eq!(kind, ErrorKind::Unreachable);
-    assert_eq!(msg, format!("unreachable: connection refused by 127.0.0.1:{closed}"));
+    assert_eq!(
+        msg,
+        format!("unreachable: connection refused by 127.0.0.1:{closed}")
+    );
     let (msg, kind) = error_of(&r, "silent");
     assert_eq!(kind, ErrorKind::Unreachable);
     assert_eq!(
         msg,
-        format!("unreachable: 127.0.0.1:{silent_port} did not complete the SSH banner exchange within 1s (connect timeout)")
+        format!(
+            "unreachable: 127.0.0.1:{silent_port} did not complete the SSH banner exchange within 1s (connect timeout)"
+        )
     );
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     holder.abort();
 }
 
@@ -180,21 +192,42 @@ async fn a_changed_host_key_runs_nothing_and_leaves_known_hosts_alone() {
             "{id}"
         );
     }
-    assert!(!marker.exists(), "a command ran on a host with a changed key");
-    assert_eq!(std::fs::read_to_string(&kh).unwrap(), text, "known_hosts was modified");
-    assert_eq!(sshd.accepted(), 0, "we authenticated to a host with a changed key");
+    assert!(
+        !marker.exists(),
+        "a command ran on a host with a changed key"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&kh).unwrap(),
+        text,
+        "known_hosts was modified"
+    );
+    assert_eq!(
+        sshd.accepted(),
+        0,
+        "we authenticated to a host with a changed key"
+    );
 
     // An unknown host under the default strict policy: refused, with the key to check.
     let mut s = sshd.settings("127.0.0.5");
-    s.insert("user_known_hosts".into(), json!(sshd.dir.path().join("empty")));
+    s.insert(
+        "user_known_hosts".into(),
+        json!(sshd.dir.path().join("empty")),
+    );
     let d = device("unknown", s).await;
-    let err = d.run(&devbatch_core::Command::shell("true")).await.unwrap_err();
+    let err = d
+        .run(&devbatch_core::Command::shell("true"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::HostKey);
     assert!(
-        err.to_string().contains("is not in known_hosts") && err.to_string().contains(&fingerprint(&sshd.host_key)),
+        err.to_string().contains("is not in known_hosts")
+            && err.to_string().contains(&fingerprint(&sshd.host_key)),
         "{err}"
     );
-    assert!(!sshd.dir.path().join("empty").exists(), "strict must not write known_hosts");
+    assert!(
+        !sshd.dir.path().join("empty").exists(),
+        "strict must not write known_hosts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,14 +251,22 @@ async fn accept_new_records_twenty_unknown_hosts_once_each() {
     let text = std::fs::read_to_string(&kh).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
-    let mut expected: Vec<String> = hosts.iter().map(|h| sshd.known_hosts_line(h).trim_end().to_string()).collect();
+    let mut expected: Vec<String> = hosts
+        .iter()
+        .map(|h| sshd.known_hosts_line(h).trim_end().to_string())
+        .collect();
     expected.sort();
     assert_eq!(lines, expected);
     // The recorded keys now pass the strict policy.
     let mut s = sshd.settings("127.0.0.17");
     s.insert("user_known_hosts".into(), json!(kh));
     let d = device("strict", s).await;
-    assert_eq!(devbatch_core::DeviceExt::shell_text(d.as_ref(), "echo strict-ok").await.unwrap(), "strict-ok");
+    assert_eq!(
+        devbatch_core::DeviceExt::shell_text(d.as_ref(), "echo strict-ok")
+            .await
+            .unwrap(),
+        "strict-ok"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,7 +285,10 @@ async fn twenty_four_targets_against_a_low_max_startups() {
     assert!(
         r.failed_ids().is_empty(),
         "{:?}",
-        r.iter().filter(|(_, o)| !o.is_success()).map(|(id, o)| (id, o.error.clone())).collect::<Vec<_>>()
+        r.iter()
+            .filter(|(_, o)| !o.is_success())
+            .map(|(id, o)| (id, o.error.clone()))
+            .collect::<Vec<_>>()
     );
     assert_eq!(r.len(), 24);
     assert!(
@@ -272,16 +316,33 @@ async fn a_jump_host_forwards_to_the_target() {
     )
     .unwrap();
     let kh = target.dir.path().join("both_known_hosts");
-    std::fs::write(&kh, format!("{}{}", target.known_hosts_line("127.0.0.41"), jump.known_hosts_line("127.0.0.40"))).unwrap();
+    std::fs::write(
+        &kh,
+        format!(
+            "{}{}",
+            target.known_hosts_line("127.0.0.41"),
+            jump.known_hosts_line("127.0.0.40")
+        ),
+    )
+    .unwrap();
 
     let mut s = target.settings("127.0.0.41");
     s.insert("user_known_hosts".into(), json!(kh));
-    s.insert("jump".into(), json!(format!("{}@127.0.0.40:{}", jump.user, jump.port)));
+    s.insert(
+        "jump".into(),
+        json!(format!("{}@127.0.0.40:{}", jump.user, jump.port)),
+    );
     let d = device("via-jump", s).await;
-    let out = devbatch_core::DeviceExt::shell_text(d.as_ref(), "echo through").await.unwrap();
+    let out = devbatch_core::DeviceExt::shell_text(d.as_ref(), "echo through")
+        .await
+        .unwrap();
     assert_eq!(out, "through");
     let needle = format!("target 127.0.0.41 port {}", target.port);
-    assert!(jump.log().contains(&needle), "the jump host forwarded nothing:\n{}", jump.log());
+    assert!(
+        jump.log().contains(&needle),
+        "the jump host forwarded nothing:\n{}",
+        jump.log()
+    );
 
     // The same through an ssh_config alias with ProxyJump, device id from the alias.
     let cfg = target.dir.path().join("ssh_config");
@@ -301,13 +362,24 @@ async fn a_jump_host_forwards_to_the_target() {
     settings.insert("ssh_config".into(), json!(cfg));
     settings.insert("user_known_hosts".into(), json!(kh));
     settings.insert("use_agent".into(), json!(false));
-    let spec = devbatch_core::DeviceSpec { id: None, labels: Default::default(), settings };
-    let mut opened = devbatch_core::Backend::open(&devbatch_ssh::SshBackend, spec).await.unwrap();
+    let spec = devbatch_core::DeviceSpec {
+        id: None,
+        labels: Default::default(),
+        settings,
+    };
+    let mut opened = devbatch_core::Backend::open(&devbatch_ssh::SshBackend, spec)
+        .await
+        .unwrap();
     let d = opened.pop().unwrap();
     assert_eq!(d.id(), "board");
     let m = manager(vec![d]);
     let r = shell(&m, "echo alias").await;
-    assert_eq!(r.get("board").unwrap().result["stdout"], "alias\n", "{:?}", r.get("board"));
+    assert_eq!(
+        r.get("board").unwrap().result["stdout"],
+        "alias\n",
+        "{:?}",
+        r.get("board")
+    );
     assert_eq!(jump.log().matches(&needle).count(), 2);
 }
 
@@ -326,7 +398,11 @@ async fn connections_are_reused_across_batches() {
     for _ in 0..3 {
         assert!(shell(&m, "true").await.failed_ids().is_empty());
     }
-    assert_eq!(sshd.accepted(), 3, "one connection per target across three batches");
+    assert_eq!(
+        sshd.accepted(),
+        3,
+        "one connection per target across three batches"
+    );
     m.shutdown().await;
 }
 
@@ -349,7 +425,11 @@ async fn info_and_run_test_work_and_install_app_is_unsupported() {
             Some("adb")
         }
         fn params(&self) -> Vec<ParamSpec> {
-            vec![ParamSpec::required("app_path", devbatch_core::ParamType::String, "apk")]
+            vec![ParamSpec::required(
+                "app_path",
+                devbatch_core::ParamType::String,
+                "apk",
+            )]
         }
         fn idempotent(&self) -> bool {
             true
@@ -357,7 +437,12 @@ async fn info_and_run_test_work_and_install_app_is_unsupported() {
         fn default_timeout(&self) -> Duration {
             Duration::from_secs(5)
         }
-        async fn execute(&self, _: &dyn Device, _: &Params, _: &OperationContext) -> Result<Value, OperationFailure> {
+        async fn execute(
+            &self,
+            _: &dyn Device,
+            _: &Params,
+            _: &OperationContext,
+        ) -> Result<Value, OperationFailure> {
             unreachable!("never called for ssh devices")
         }
     }
@@ -365,24 +450,71 @@ async fn info_and_run_test_work_and_install_app_is_unsupported() {
     reg.add_operation(Arc::new(AdbInstall), "test").unwrap();
     let m = BatchOperationManager::with_registry(DevicePool::from_devices(vec![d]).unwrap(), reg);
 
-    let r = m.execute_batch_with("info", json!({}), None, &options()).await.unwrap();
+    let r = m
+        .execute_batch_with("info", json!({}), None, &options())
+        .await
+        .unwrap();
     let info = &r.get("box").unwrap().result;
     let uname = |flag: &str| {
-        let out = std::process::Command::new("uname").arg(flag).output().unwrap();
+        let out = std::process::Command::new("uname")
+            .arg(flag)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     assert_eq!(info["hostname"], uname("-n"), "{info}");
     assert_eq!(info["kernel"], uname("-r"));
     assert_eq!(info["arch"], uname("-m"));
-    assert_eq!(info["cpus"], std::thread::available_parallelism().unwrap().get() as u64);
+    assert_eq!(
+        info["cpus"],
+        std::thread::available_parallelism().unwrap().get() as u64
+    );
     assert!(info["mem_total_kb"].as_u64().unwrap() > 0);
     assert!(info["uptime_s"].as_u64().is_some());
 
     let r = m
-        .execute_batch_with("install_app", json!({"app_path": "x.apk"}), None, &options())
+        .execute_batch_with(
+            "run_test",
+            json!({"cmd": "echo checking; exit 0", "test_name": "smoke"}),
+            None,
+            &options(),
+        )
+        .await
+        .unwrap();
+    let o = r.get("box").unwrap();
+    assert!(o.is_success(), "{o:?}");
+    assert_eq!(o.result["passed"], true);
+    assert_eq!(o.result["stdout"], "checking\n");
+    let r = m
+        .execute_batch_with(
+            "run_test",
+            json!({"cmd": "echo broken >&2; exit 4", "test_name": "smoke"}),
+            None,
+            &options(),
+        )
+        .await
+        .unwrap();
+    let (msg, kind) = error_of(&r, "box");
+    assert_eq!(kind, ErrorKind::Failed);
+    assert!(
+        msg.contains("test smoke failed with exit status 4"),
+        "{msg}"
+    );
+    assert_eq!(r.get("box").unwrap().result["stderr"], "broken\n");
+
+    let r = m
+        .execute_batch_with(
+            "install_app",
+            json!({"app_path": "x.apk"}),
+            None,
+            &options(),
+        )
         .await
         .unwrap();
     let (msg, kind) = error_of(&r, "box");
     assert_eq!(kind, ErrorKind::Unsupported);
-    assert_eq!(msg, "unsupported: operation 'install_app' is not available for ssh devices (it is provided for: adb)");
+    assert_eq!(
+        msg,
+        "unsupported: operation 'install_app' is not available for ssh devices (it is provided for: adb)"
+    );
 }

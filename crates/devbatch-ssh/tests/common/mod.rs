@@ -54,7 +54,10 @@ pub fn public_key(private: &Path) -> String {
     let text = std::fs::read_to_string(private.with_extension("pub"))
         .or_else(|_| std::fs::read_to_string(format!("{}.pub", private.display())))
         .expect("read public key");
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The SHA256 fingerprint ssh-keygen prints for a key.
@@ -197,7 +200,11 @@ impl Sshd {
     /// Writes a known_hosts file trusting every address of this server; returns its path.
     pub fn trusted_known_hosts(&self) -> PathBuf {
         let path = self.dir.path().join("known_hosts");
-        let text: String = self.addrs.iter().map(|a| self.known_hosts_line(a)).collect();
+        let text: String = self
+            .addrs
+            .iter()
+            .map(|a| self.known_hosts_line(a))
+            .collect();
         std::fs::write(&path, text).unwrap();
         path
     }
