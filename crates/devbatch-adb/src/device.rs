@@ -332,11 +332,19 @@ impl AdbDevice {
                     let n = n.map_err(|e| AdbError::Disconnected(format!(
                         "the '{}' stream of {} broke: {e}", short(service), self.serial)))?;
                     if n == 0 {
+                        // The writer may have finished without being polled yet: give it a
+                        // moment; a device that closed early makes it fail or stall.
                         if writing {
-                            return Err(AdbError::Disconnected(format!(
-                                "the device closed '{}' before it had all its input",
-                                short(service)
-                            )));
+                            match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e @ AdbError::Io { .. })) => return Err(e),
+                                _ => {
+                                    return Err(AdbError::Disconnected(format!(
+                                        "the device closed '{}' before it had all its input",
+                                        short(service)
+                                    )));
+                                }
+                            }
                         }
                         return Ok(out);
                     }
