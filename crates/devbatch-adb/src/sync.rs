@@ -234,7 +234,10 @@ impl SyncSession {
         if let Err(e) = self.conn.stream.write_all(&header).await {
             return Err(self.failed_send(remote, broken(0, e.to_string())).await);
         }
-        let mut buf = vec![0u8; SYNC_DATA_MAX];
+        // Read a large block at a time (each tokio file read is a trip to the blocking pool)
+        // and send it as several DATA messages in one write.
+        let mut buf = vec![0u8; 16 * SYNC_DATA_MAX];
+        let mut msg = Vec::with_capacity(buf.len() + 16 * 8);
         loop {
             let n = file
                 .read(&mut buf)
@@ -243,8 +246,11 @@ impl SyncSession {
             if n == 0 {
                 break;
             }
-            let mut msg = sync_header(b"DATA", n as u32).to_vec();
-            msg.extend_from_slice(&buf[..n]);
+            msg.clear();
+            for chunk in buf[..n].chunks(SYNC_DATA_MAX) {
+                msg.extend_from_slice(&sync_header(b"DATA", chunk.len() as u32));
+                msg.extend_from_slice(chunk);
+            }
             if let Err(e) = self.conn.stream.write_all(&msg).await {
                 return Err(self.failed_send(remote, broken(sent, e.to_string())).await);
             }
