@@ -178,33 +178,50 @@ impl Backend for AdbBackend {
             }
             _ => unreachable!("exactly one was checked"),
         };
+        let mut connect_failure = None;
         if let Some(a) = &connect_addr {
             let reply = server
                 .query(&format!("host:connect:{a}"))
                 .await
                 .map_err(setup)?;
-            match parse_connect_reply(&reply) {
-                ConnectReply::Connected | ConnectReply::Unauthorized(_) => {}
-                ConnectReply::Failed(text) => {
-                    // Not fatal for the pool: the device gets an `unreachable` outcome naming
-                    // this, and operations try to connect again.
-                    tracing::warn!(device = %a, server = %addr, "adb connect failed: {text}");
-                }
+            if let ConnectReply::Failed(text) = parse_connect_reply(&reply) {
+                // Not fatal for the pool: the device is listed as absent, and operations try
+                // to connect again (failing as `unreachable` with the server's words).
+                tracing::warn!(device = %a, server = %addr, "adb connect failed: {text}");
+                connect_failure = Some(text);
             }
         }
         let listing = server.devices().await.map_err(setup)?;
-        let matches: Vec<&ListedDevice> = listing.iter().filter(|d| d.serial == serial).collect();
-        let listed = matches.first().copied();
+        let matches: Vec<ListedDevice> =
+            listing.into_iter().filter(|d| d.serial == serial).collect();
+        if matches.len() > 1 {
+            // Two transports under one serial: both, told apart by transport id.
+            return Ok(devices_from_listing(&matches, &server, &spec.labels));
+        }
+        let listed = matches.first();
         let id = spec.id.clone().unwrap_or_else(|| serial.clone());
         let mut labels = labels_for(&spec.labels, listed, &addr);
         labels.insert("serial".into(), serial.clone());
+        let state = match (listed, connect_failure) {
+            (Some(_), _) => state_of(listed),
+            (None, Some(text)) => DeviceState::NotReady {
+                state: "absent".into(),
+                hint: format!("the adb server at {addr} could not connect it: {text}"),
+            },
+            (None, None) => DeviceState::NotReady {
+                state: "absent".into(),
+                hint: format!(
+                    "the adb server at {addr} does not list this serial; check the cable or `adb devices`"
+                ),
+            },
+        };
         let device = AdbDevice::new(
             id,
             serial.clone(),
             Target::Serial(serial),
             server,
             labels,
-            state_of(listed),
+            state,
             listed.and_then(|d| d.transport_id),
             connect_addr,
         );

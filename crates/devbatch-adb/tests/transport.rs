@@ -138,6 +138,13 @@ async fn no_devices_at_all() {
     );
     // A serial the server does not know: listed in the pool, and unreachable when used.
     let devices = open(&server, json!({"serial": "ZX1G22"})).await;
+    match devices[0].state() {
+        DeviceState::NotReady { state, hint } => {
+            assert_eq!(state, "absent");
+            assert!(hint.contains("does not list this serial"), "{hint}");
+        }
+        other => panic!("{other:?}"),
+    }
     let m = manager(devices);
     let result = run(
         &m,
@@ -548,6 +555,7 @@ async fn connect_entries_attach_network_devices_and_report_failures() {
         .unwrap()
         .port();
     let devices = open(&server, json!({"connect": format!("127.0.0.1:{port}")})).await;
+    assert_eq!(devices[0].state().as_str(), "absent");
     let m = manager(devices);
     let result = run(
         &m,
