@@ -296,6 +296,58 @@ mod tests {
         assert_eq!(devices[0].state(), DeviceState::Ready);
     }
 
+    /// The transport-id path against the real server: a serial listed twice cannot be produced
+    /// with TCP devices, so the listing is doubled by hand; both entries address the device by
+    /// `host:transport-id:N` (and `host-transport-id:N:features`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn devices_addressed_by_transport_id_work_on_the_real_server() {
+        use devbatch_core::Command;
+        let server = adbd_sim::testing::AdbServer::start()
+            .await
+            .unwrap_or_else(|e| panic!("needs the real adb server (apt-get install -y adb): {e}"));
+        let sim = adbd_sim::SimDevice::start(adbd_sim::DeviceConfig::modern("twin"))
+            .await
+            .unwrap();
+        let serial = server.connect(&sim).await.unwrap();
+        let client = AdbServer::new(
+            &format!("127.0.0.1:{}", server.port()),
+            8,
+            Duration::from_secs(30),
+        );
+        let mut listing = client.devices().await.unwrap();
+        assert_eq!(listing.len(), 1);
+        listing.push(listing[0].clone());
+        let tid = listing[0].transport_id.expect("transport id listed");
+        let devices = devices_from_listing(&listing, &client, &Labels::new());
+        assert_eq!(devices[0].id(), format!("{serial}#{tid}"));
+        let out = devices[1]
+            .run(&Command::shell("getprop ro.serialno"))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"twin\n");
+        let bad = devices_from_listing(
+            &[
+                ListedDevice {
+                    transport_id: Some(tid + 1000),
+                    ..listing[0].clone()
+                },
+                ListedDevice {
+                    transport_id: Some(tid + 1001),
+                    ..listing[0].clone()
+                },
+            ],
+            &client,
+            &Labels::new(),
+        );
+        let err = bad[0].run(&Command::shell("true")).await.unwrap_err();
+        assert_eq!(err.kind(), devbatch_core::ErrorKind::Unreachable, "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("transport id {}", tid + 1000)),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn settings_are_checked() {
         let open = |v: serde_json::Value| async move {

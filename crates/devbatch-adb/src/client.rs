@@ -234,7 +234,9 @@ fn device_fail(e: AdbError, target: &Target, server: &str) -> AdbError {
                     state: state.to_string(),
                     hint: state_hint(state),
                 }
-            } else if message.contains("not found") || message.starts_with("no devices") {
+            } else if message.contains("not found") || message.starts_with("no device") {
+                // `device 'X' not found`, `no devices/emulators found`,
+                // `no device with transport id 'N'` (adb 29).
                 AdbError::NotFound {
                     serial: match target {
                         Target::Serial(s) => s.clone(),
