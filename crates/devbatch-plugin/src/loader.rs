@@ -10,8 +10,8 @@ use devbatch_core::{Registry, RegistryError};
 use serde::Serialize;
 
 use crate::declaration::{
-    CORE_VERSION, DECLARATION_SYMBOL, INTERFACE_SOURCES, LAYOUT_FINGERPRINT, MAGIC,
-    PANIC_STRATEGY, PLUGIN_ABI_VERSION, PluginDeclaration, RUSTC_VERSION, TARGET,
+    CORE_VERSION, DECLARATION_SYMBOL, INTERFACE_SOURCES, LAYOUT_FINGERPRINT, MAGIC, PANIC_STRATEGY,
+    PLUGIN_ABI_VERSION, PluginDeclaration, RUSTC_VERSION, TARGET,
 };
 use crate::foreign::Panicked;
 use crate::proxy::{HostBackend, HostOperation};
@@ -54,6 +54,11 @@ pub enum LoadFailure {
     /// Nothing at that path.
     #[error("no such file")]
     NotFound,
+    /// A directory where a library file was expected.
+    #[error(
+        "it is a directory, not a library (a directory in $DEVBATCH_PLUGIN_PATH loads every library in it)"
+    )]
+    IsDirectory,
     /// A file or directory could not be read.
     #[error("cannot read it: {0}")]
     Io(#[source] std::io::Error),
@@ -262,6 +267,9 @@ pub fn load_plugin(path: &Path, registry: &mut Registry) -> Result<LoadedPlugin,
     if !path.exists() {
         return Err(fail(LoadFailure::NotFound));
     }
+    if path.is_dir() {
+        return Err(fail(LoadFailure::IsDirectory));
+    }
     // An absolute path, so that dlopen does not search its own library path.
     let absolute = path.canonicalize().map_err(|e| fail(LoadFailure::Io(e)))?;
     let declaration = open_and_check(&absolute).map_err(fail)?;
@@ -271,8 +279,7 @@ pub fn load_plugin(path: &Path, registry: &mut Registry) -> Result<LoadedPlugin,
 
     let name = declaration.name.to_string_lossy();
     let version = declaration.version.to_string_lossy();
-    let source: Arc<str> =
-        format!("plugin `{name}` {version} ({})", absolute.display()).into();
+    let source: Arc<str> = format!("plugin `{name}` {version} ({})", absolute.display()).into();
     let mut trial = registry.clone();
     let mut operations = Vec::new();
     for (i, op) in registrar.operations.into_iter().enumerate() {
@@ -364,9 +371,7 @@ fn open_and_check(path: &Path) -> Result<&'static PluginDeclaration, LoadFailure
         });
     }
     let expected_size = std::mem::size_of::<PluginDeclaration>() as u32;
-    if header_size != expected_size
-        || !address.cast::<PluginDeclaration>().is_aligned()
-    {
+    if header_size != expected_size || !address.cast::<PluginDeclaration>().is_aligned() {
         return Err(LoadFailure::HeaderSize {
             found: header_size,
             expected: expected_size,
@@ -376,8 +381,7 @@ fn open_and_check(path: &Path) -> Result<&'static PluginDeclaration, LoadFailure
     // (`repr(C)`, fixed across compilers for this ABI version: byte arrays, integers and one
     // function pointer), the address is aligned for it, and the library is never unloaded, so
     // the reference is valid for `'static`. Reading its fields calls no plugin code.
-    let declaration: &'static PluginDeclaration =
-        unsafe { &*address.cast::<PluginDeclaration>() };
+    let declaration: &'static PluginDeclaration = unsafe { &*address.cast::<PluginDeclaration>() };
     check(declaration)?;
     Ok(declaration)
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use devbatch_core::{
     Backend, Capability, Command, CommandOutput, ConfigError, Device, DeviceError, DeviceSpec,
-    DeviceState, Labels, Operation, OperationContext, OperationError, OperationFailure,
-    ParamSpec, Params, RebootMode, TransferStats,
+    DeviceState, Labels, Operation, OperationContext, OperationError, OperationFailure, ParamSpec,
+    Params, RebootMode, TransferStats,
 };
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -234,7 +234,10 @@ impl Device for HostDevice {
             Ok(state) => state,
             Err(Panicked(message)) => DeviceState::NotReady {
                 state: "panicked".into(),
-                hint: format!("{} panicked reporting the device's state: {message}", self.source),
+                hint: format!(
+                    "{} panicked reporting the device's state: {message}",
+                    self.source
+                ),
             },
         }
     }

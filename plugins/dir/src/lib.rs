@@ -189,7 +189,10 @@ impl Device for DirDevice {
         let mut env = self.env.clone();
         env.insert("HOME".into(), self.root.display().to_string());
         env.insert("DEVBATCH_DEVICE_ID".into(), self.id.clone());
-        env.insert("DEVBATCH_DEVICE_ROOT".into(), self.root.display().to_string());
+        env.insert(
+            "DEVBATCH_DEVICE_ROOT".into(),
+            self.root.display().to_string(),
+        );
         let root = self.root.clone();
         IO.spawn(async move { process::run(&command, &root, &env).await })
             .await?
@@ -236,13 +239,24 @@ mod tests {
     #[test]
     fn device_paths_stay_in_the_root() {
         let d = device();
-        assert_eq!(d.resolve("/etc/app.conf").unwrap(), Path::new("/srv/d/etc/app.conf"));
-        assert_eq!(d.resolve("etc/./app.conf").unwrap(), Path::new("/srv/d/etc/app.conf"));
+        assert_eq!(
+            d.resolve("/etc/app.conf").unwrap(),
+            Path::new("/srv/d/etc/app.conf")
+        );
+        assert_eq!(
+            d.resolve("etc/./app.conf").unwrap(),
+            Path::new("/srv/d/etc/app.conf")
+        );
         let e = d.resolve("/etc/../../x").unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid input: device path \"/etc/../../x\" uses `..`; paths of dir devices stay inside the root"
         );
-        assert!(d.resolve("/").unwrap_err().to_string().contains("is the root itself"));
+        assert!(
+            d.resolve("/")
+                .unwrap_err()
+                .to_string()
+                .contains("is the root itself")
+        );
     }
 }

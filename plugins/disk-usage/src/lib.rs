@@ -131,10 +131,7 @@ impl Operation for DiskUsage {
                 .collect();
             if !over.is_empty() {
                 return Err(OperationFailure::with_partial(
-                    DeviceError::Failed(format!(
-                        "{} (limit {limit}%)",
-                        over.join(", ")
-                    )),
+                    DeviceError::Failed(format!("{} (limit {limit}%)", over.join(", "))),
                     report,
                 ));
             }

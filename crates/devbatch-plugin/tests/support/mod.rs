@@ -70,7 +70,14 @@ fn build() -> Built {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&workspace)
-        .args(["build", "--quiet", "--lib", "--examples", "--profile", &profile])
+        .args([
+            "build",
+            "--quiet",
+            "--lib",
+            "--examples",
+            "--profile",
+            &profile,
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     for p in PACKAGES {
