@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use devbatch_core::{
-    BatchError, BatchOperationManager, Capability, Command, CommandOutput, Device, DeviceError,
-    DevicePool, DeviceSpec, DeviceState, ErrorKind, Labels, Registry, Status, TransferStats,
+    BatchError, BatchOperationManager, BatchOptions, Capability, Command, CommandOutput, Device,
+    DeviceError, DevicePool, DeviceSpec, DeviceState, ErrorKind, Labels, Registry, Status,
+    TransferStats,
 };
 use devbatch_mock::MockDevice;
 use devbatch_plugin::{LoadedPlugin, load_plugin};
@@ -19,7 +20,10 @@ fn misbehaving() -> (Registry, LoadedPlugin) {
     let mut registry = Registry::new();
     devbatch_ops::register_all(&mut registry).unwrap();
     let loaded = load_plugin(&support::plugins().fixture("misbehaving"), &mut registry).unwrap();
-    assert_eq!(loaded.operations, ["explode", "runtime_probe"]);
+    assert_eq!(
+        loaded.operations,
+        ["explode", "runtime_probe", "nap", "runtime_tasks"]
+    );
     assert_eq!(loaded.backends, ["fragile"]);
     (registry, loaded)
 }
@@ -235,4 +239,64 @@ fn a_panicking_register_function_registers_nothing() {
     // It had added `explode` before panicking: none of it is kept.
     assert!(!registry.has_operation("explode"));
     assert!(registry.operation_names().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_on_the_plugins_own_runtime_finishes_panics_and_is_aborted_with_its_future() {
+    let (registry, loaded) = misbehaving();
+    let manager = manager(registry, vec![Arc::new(MockDevice::new("m1"))]);
+
+    // tokio's timer works on the plugin's own runtime.
+    let result = manager
+        .execute_batch("nap", json!({"ms": 50}), None)
+        .await
+        .unwrap();
+    let outcome = result.get("m1").unwrap();
+    assert_eq!(outcome.status, Status::Success, "{outcome:?}");
+    assert!(outcome.result["slept_ms"].as_u64().unwrap() >= 50);
+
+    // A panic in a task there reaches the host as this device's `panicked` outcome.
+    let result = manager
+        .execute_batch("nap", json!({"ms": 1, "panic": true}), None)
+        .await
+        .unwrap();
+    let outcome = result.get("m1").unwrap();
+    assert_eq!(outcome.error_kind, Some(ErrorKind::Panicked), "{outcome:?}");
+    assert_eq!(
+        outcome.error.as_deref().unwrap(),
+        format!(
+            "operation panicked: boom on the plugin's own runtime (in operation `nap` of {})",
+            source(&loaded)
+        )
+    );
+
+    // The engine's timeout drops the operation's future, which aborts the task over there.
+    let options = BatchOptions {
+        timeout: Some(std::time::Duration::from_millis(300)),
+        ..BatchOptions::default()
+    };
+    let result = manager
+        .execute_batch_with("nap", json!({"ms": 600_000}), None, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        result.get("m1").unwrap().error_kind,
+        Some(ErrorKind::Timeout)
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let tasks = manager
+            .execute_batch("runtime_tasks", json!({}), None)
+            .await
+            .unwrap();
+        let alive = tasks.get("m1").unwrap().result["alive"].as_u64().unwrap();
+        if alive == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the timed-out nap is still alive on the plugin's runtime ({alive} tasks)"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
