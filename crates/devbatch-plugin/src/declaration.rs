@@ -224,11 +224,27 @@ impl PluginDeclaration {
 /// Exports a plugin: writes the [`PluginDeclaration`] symbol for a plugin called `$name` at
 /// version `$version`, whose `$register` function adds its operations and backends.
 ///
-/// ```ignore
+/// ```
+/// # use std::time::Duration;
+/// # use devbatch_core::*;
+/// # struct DiskUsage;
+/// # #[async_trait::async_trait]
+/// # impl Operation for DiskUsage {
+/// #     fn name(&self) -> &str { "disk_usage" }
+/// #     fn description(&self) -> &str { "" }
+/// #     fn params(&self) -> Vec<ParamSpec> { Vec::new() }
+/// #     fn idempotent(&self) -> bool { true }
+/// #     fn default_timeout(&self) -> Duration { Duration::from_secs(1) }
+/// #     async fn execute(&self, _: &dyn Device, _: &Params, _: &OperationContext)
+/// #         -> Result<serde_json::Value, OperationFailure> { Ok(serde_json::Value::Null) }
+/// # }
 /// fn register(registrar: &mut devbatch_plugin::PluginRegistrar) {
 ///     registrar.add_operation(DiskUsage);
 /// }
 /// devbatch_plugin::export_plugin!("disk_usage", env!("CARGO_PKG_VERSION"), register);
+/// # fn main() {
+/// #     assert_eq!(DEVBATCH_PLUGIN_DECLARATION.name.to_string_lossy(), "disk_usage");
+/// # }
 /// ```
 ///
 /// Use it once per `cdylib` crate. `$register` is a `fn(&mut PluginRegistrar)`; a panic in it

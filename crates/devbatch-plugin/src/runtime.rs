@@ -11,13 +11,26 @@
 //! So a plugin that does I/O runs it on a runtime of its own, created on first use, and awaits
 //! the result from the host's side through a `JoinHandle`:
 //!
-//! ```ignore
+//! ```
+//! use devbatch_core::{Command, CommandOutput, DeviceError};
+//! use devbatch_plugin::PluginRuntime;
+//!
 //! static IO: PluginRuntime = PluginRuntime::new("my-plugin-io", 1);
 //!
-//! async fn run(&self, command: &Command) -> Result<CommandOutput, DeviceError> {
+//! // In the plugin's `impl Device`:
+//! async fn run(command: &Command) -> Result<CommandOutput, DeviceError> {
 //!     let command = command.clone();
-//!     IO.spawn(async move { run_locally(command).await }).await?
+//!     IO.spawn(async move {
+//!         // Here tokio's reactor and timer are those of the plugin's runtime.
+//!         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+//!         Ok(CommandOutput { exit_code: 0, stdout: command.to_shell_line().into(), stderr: vec![] })
+//!     })
+//!     .await?
 //! }
+//! # // A "host" runtime without reactor or timer: the work still runs, on `IO`.
+//! # let host = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # let out = host.block_on(run(&Command::shell("true"))).unwrap();
+//! # assert_eq!(out.stdout, b"true");
 //! ```
 //!
 //! Dropping the future [`PluginRuntime::spawn`] returns (the engine does, on a timeout or a
