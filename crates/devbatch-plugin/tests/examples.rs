@@ -400,7 +400,9 @@ fn loading_a_plugin_twice_into_one_registry_is_a_clash() {
     let path = built.library("devbatch_disk_usage");
     let mut registry = Registry::new();
     let first = load_plugin(&path, &mut registry).unwrap();
+    let before = format!("{registry:?}");
     let err = load_plugin(&path, &mut registry).unwrap_err();
+    assert_eq!(format!("{registry:?}"), before);
     assert_eq!(
         err.to_string(),
         format!(
@@ -409,4 +411,73 @@ fn loading_a_plugin_twice_into_one_registry_is_a_clash() {
             first.path.display()
         )
     );
+}
+
+#[test]
+fn a_second_backend_of_the_same_name_is_a_clash() {
+    let path = support::plugins().library("devbatch_dir");
+    let mut registry = Registry::new();
+    let first = load_plugin(&path, &mut registry).unwrap();
+    let err = load_plugin(&path, &mut registry).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin {}: its backend 'dir' clashes with the backend 'dir' registered by plugin `dir` 0.1.0 ({})",
+            path.display(),
+            first.path.display()
+        )
+    );
+}
+
+/// Host processes (the `local` backend, the host's tokio) and plugin processes (`dir` devices,
+/// the plugin's own tokio) run side by side: each copy of tokio reaps its own children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_and_plugin_processes_run_side_by_side() {
+    let (registry, _, _) = registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut devices: Vec<Arc<dyn Device>> = Vec::new();
+    for i in 0..4 {
+        devices.push(
+            open_dir_device(
+                &registry,
+                &format!("dir-{i}"),
+                &tmp.path().join(format!("d{i}")),
+            )
+            .await,
+        );
+        devices.push(Arc::new(
+            devbatch_local::LocalDevice::new(format!("local-{i}"))
+                .with_workdir(tmp.path().to_path_buf()),
+        ));
+    }
+    let manager =
+        BatchOperationManager::with_registry(DevicePool::from_devices(devices).unwrap(), registry);
+    for round in 0..3 {
+        let result = manager
+            .execute_batch(
+                "shell",
+                json!({"cmd": format!("sleep 0.1; echo round {round} $(basename \"$PWD\")")}),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(result.len(), 8);
+        for (id, outcome) in result.iter() {
+            assert_eq!(outcome.status, Status::Success, "{id}: {outcome:?}");
+            let dir = match id.strip_prefix("dir-") {
+                Some(i) => format!("d{i}"),
+                None => tmp
+                    .path()
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            };
+            assert_eq!(
+                outcome.result["stdout"],
+                format!("round {round} {dir}\n"),
+                "{id}"
+            );
+        }
+    }
 }
