@@ -595,3 +595,34 @@ async fn max_requests_limits_requests_in_flight_to_one_server() {
         "ran in {elapsed:?}; the limit was not applied"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_stream_that_ends_without_exit_status_is_disconnected_never_success() {
+    let server = server().await;
+    let (modern_sim, modern) = device(&server, DeviceConfig::modern("cut-v2")).await;
+    let (legacy_sim, legacy) = device(&server, DeviceConfig::legacy("cut-v1")).await;
+    let devices = discover(&server).await;
+    for (sim, serial) in [(&modern_sim, &modern), (&legacy_sim, &legacy)] {
+        let d = devices.iter().find(|d| d.id() == serial.as_str()).unwrap();
+        d.run(&Command::shell("true")).await.unwrap(); // features cached
+        sim.set_fault(Fault::DropAfterBytes(20_000));
+        let err = d
+            .run(&Command::shell(
+                "head -c 200000 /dev/zero | tr '\\000' q; exit 0",
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Disconnected, "{serial}: {err}");
+        assert!(err.is_retryable());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "connection lost: the shell stream of {serial} ended without an exit status (the device disconnected or the command was killed)"
+            )
+        );
+        server
+            .wait_for_state(serial, "device", Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+}
