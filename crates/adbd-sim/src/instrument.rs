@@ -172,9 +172,9 @@ impl InstrumentationScript {
         if failures.is_empty() {
             let _ = write!(summary, "\nOK ({total} test{})\n\n\n", if total == 1 { "" } else { "s" });
         } else {
-            let _ = write!(
+            let _ = writeln!(
                 summary,
-                "There {} {} failure{}:\n",
+                "There {} {} failure{}:",
                 if failures.len() == 1 { "was" } else { "were" },
                 failures.len(),
                 if failures.len() == 1 { "" } else { "s" }

@@ -60,7 +60,7 @@ pub(crate) fn screen(seed: u32, shot: u32, width: u32, height: u32) -> Vec<u8> {
     for y in 0..height {
         for x in 0..width {
             let status_bar = y < height / 20;
-            let tile = ((x / 8) + (y / 8) + shot) % 4 == 0;
+            let tile = ((x / 8) + (y / 8) + shot).is_multiple_of(4);
             let px = if status_bar {
                 [20, 20, 20]
             } else if tile {

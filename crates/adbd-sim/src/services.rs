@@ -329,7 +329,7 @@ mod tests {
             Some(Service::Shell { mode: ShellMode::Legacy, term: None, command: "ls a:b".into() })
         );
         assert_eq!(
-            Service::parse("abb_exec:package\0install\0-S\012"),
+            Service::parse("abb_exec:package\0install\0-S\x0012"),
             Some(Service::AbbExec(vec!["package".into(), "install".into(), "-S".into(), "12".into()]))
         );
         assert_eq!(Service::parse("sync:"), Some(Service::Sync));

@@ -50,7 +50,7 @@ async fn shell_v2_separates_streams_and_reports_exit_codes() {
     assert_eq!((text(&out.stdout), out.status.code()), ("piped\n".into(), Some(0)));
 
     let long = server.query("host:devices-l").await.unwrap();
-    assert!(long.contains(&format!("{serial}")) && long.contains("model:SimV2"), "{long}");
+    assert!(long.contains(&serial) && long.contains("model:SimV2"), "{long}");
     let features = server.query(&format!("host-serial:{serial}:features")).await.unwrap();
     assert!(features.split(',').any(|f| f == "shell_v2") && features.contains("abb_exec"), "{features}");
 }
@@ -110,4 +110,65 @@ async fn push_and_pull_round_trip_with_awkward_names() {
         };
         assert!(said.contains(expected), "{said}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_devices_answer_in_parallel_each_with_its_own_identity() {
+    let server = AdbServer::start().await.unwrap();
+    let mut devices = Vec::new();
+    for i in 0..20 {
+        let config = if i % 5 == 4 { DeviceConfig::legacy(format!("farm-{i}")) } else { DeviceConfig::modern(format!("farm-{i}")) };
+        let dev = SimDevice::start(config.model(format!("Farm_{i}"))).await.unwrap();
+        server.connect(&dev).await.unwrap();
+        devices.push(dev);
+    }
+    let mut children = Vec::new();
+    for dev in &devices {
+        let mut cmd = server.adb_async();
+        cmd.args(["-s", &dev.serial(), "shell", "getprop ro.serialno; getprop ro.product.model"]);
+        children.push((dev, cmd.output()));
+    }
+    for (dev, child) in children {
+        let out = child.await.unwrap();
+        let expected = format!("{}\n{}\n", dev.device_serial(), dev.prop("ro.product.model").unwrap());
+        let got = text(&out.stdout).replace("\r\n", "\n");
+        assert_eq!(got, expected, "device {}", dev.serial());
+    }
+    let listed = server.devices().await.unwrap();
+    assert_eq!(listed.len(), 20);
+    assert!(listed.iter().all(|(_, state)| state == "device"), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_a_farm_and_connects_it() {
+    let server = AdbServer::start().await.unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adbd-sim"))
+        .args(["--devices", "3", "--legacy", "1", "--connect-to-adb", &server.port().to_string(), "--fault", "2=hang"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut rows = Vec::new();
+    while rows.len() < 3 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+        rows.push(line.split('\t').map(str::to_string).collect::<Vec<_>>());
+    }
+    assert_eq!(rows[0][2], "SimPhone_1");
+    assert_eq!((rows[2][2].as_str(), rows[2][3].as_str()), ("SimLegacy_3", "legacy"));
+    for row in &rows {
+        assert_eq!(row[0], format!("127.0.0.1:{}", row[1]));
+        server.wait_for_state(&row[0], "device", std::time::Duration::from_secs(30)).await.unwrap();
+    }
+    let long = server.query("host:devices-l").await.unwrap();
+    assert!(long.contains("model:SimLegacy_3") && long.contains("model:SimPhone_2"), "{long}");
+    let out = run(&server, &["-s", &rows[2][0], "shell", "getprop ro.build.version.sdk"]);
+    assert_eq!(text(&out.stdout), "23\r\n");
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_adbd-sim")).args(["--devices", "2", "--fault", "3=hang"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("there is no device 3"), "{}", text(&bad.stderr));
+    child.kill().await.unwrap();
 }
