@@ -143,7 +143,7 @@ async fn twenty_devices_answer_in_parallel_each_with_its_own_identity() {
 async fn the_binary_serves_a_farm_and_connects_it() {
     let server = AdbServer::start().await.unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_adbd-sim"))
-        .args(["--devices", "3", "--legacy", "1", "--connect-to-adb", &server.port().to_string(), "--fault", "2=hang"])
+        .args(["--devices", "3", "--legacy", "1", "--connect-to-adb", &server.port().to_string(), "--fault", "2=hang", "--fail-install", "1=INSTALL_FAILED_INSUFFICIENT_STORAGE"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -166,6 +166,15 @@ async fn the_binary_serves_a_farm_and_connects_it() {
     assert!(long.contains("model:SimLegacy_3") && long.contains("model:SimPhone_2"), "{long}");
     let out = run(&server, &["-s", &rows[2][0], "shell", "getprop ro.build.version.sdk"]);
     assert_eq!(text(&out.stdout), "23\r\n");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let apk = tmp.path().join("a.apk");
+    std::fs::write(&apk, adbd_sim::build_test_apk("com.example.a")).unwrap();
+    let out = run(&server, &["-s", &rows[0][0], "install", apk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!((text(&out.stdout) + &text(&out.stderr)).contains("Failure [INSTALL_FAILED_INSUFFICIENT_STORAGE]"));
+    let out = run(&server, &["-s", &rows[2][0], "install", apk.to_str().unwrap()]);
+    assert!(out.status.success() && text(&out.stdout).contains("Success"), "{}", text(&out.stdout));
 
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_adbd-sim")).args(["--devices", "2", "--fault", "3=hang"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));

@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use adbd_sim::{DeviceConfig, Fault, SimDevice, SimHandle};
+use adbd_sim::{
+    DEFAULT_CRASH, DeviceConfig, Fault, InstallOutcome, InstrumentationScript, RebootBehavior, SimDevice, SimHandle,
+};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,7 +28,8 @@ struct Args {
     /// Ports 5555-5585 are refused: the adb server probes them for emulators.
     #[arg(long)]
     base_port: Option<u16>,
-    /// `adb connect` every device to the adb server on this local port and wait until each is `device`.
+    /// `adb connect` every device (in parallel) to the adb server on this local port, print the server's
+    /// replies on stderr, and wait until each connected device is listed as `device`.
     #[arg(long, value_name = "PORT")]
     connect_to_adb: Option<u16>,
     /// Prefix of the devices' own serials (`ro.serialno`): PREFIX-0001, PREFIX-0002, ...
@@ -36,11 +39,31 @@ struct Args {
     /// `N=slow:BYTES_PER_SEC`, `N=drop:BYTES`. Repeatable.
     #[arg(long, value_name = "N=FAULT")]
     fault: Vec<String>,
+    /// Make device N refuse every install with `Failure [CODE]` (exit status 0), e.g.
+    /// `3=INSTALL_FAILED_INSUFFICIENT_STORAGE`. Repeatable.
+    #[arg(long, value_name = "N=CODE")]
+    fail_install: Vec<String>,
+    /// Make `am instrument` on device N fail one test (`N=fail`) or crash (`N=crash`). Repeatable.
+    #[arg(long, value_name = "N=fail|crash")]
+    instrument: Vec<String>,
+    /// Seconds a rebooting device stays away (then 1 s more with sys.boot_completed=0); `never` for
+    /// devices that do not come back.
+    #[arg(long, default_value = "2")]
+    reboot_down: String,
 }
 
-fn parse_fault(text: &str) -> Result<(usize, Fault), String> {
-    let (n, fault) = text.split_once('=').ok_or_else(|| format!("--fault {text:?}: expected N=FAULT"))?;
-    let n: usize = n.parse().map_err(|_| format!("--fault {text:?}: {n:?} is not a device number"))?;
+/// Splits `N=VALUE` and checks N names a device.
+fn numbered<'a>(flag: &str, text: &'a str, devices: usize) -> Result<(usize, &'a str), String> {
+    let (n, value) = text.split_once('=').ok_or_else(|| format!("{flag} {text:?}: expected N=VALUE"))?;
+    let n: usize = n.parse().map_err(|_| format!("{flag} {text:?}: {n:?} is not a device number"))?;
+    if n == 0 || n > devices {
+        return Err(format!("{flag} {text:?}: there is no device {n} (1..={devices})"));
+    }
+    Ok((n, value))
+}
+
+fn parse_fault(text: &str, devices: usize) -> Result<(usize, Fault), String> {
+    let (n, fault) = numbered("--fault", text, devices)?;
     let fault = match fault.split_once(':') {
         None if fault == "hang" => Fault::Hang,
         None if fault == "unauthorized" => Fault::Unauthorized,
@@ -59,13 +82,46 @@ fn parse_fault(text: &str) -> Result<(usize, Fault), String> {
     Ok((n, fault))
 }
 
-async fn host_connect(adb_port: u16, addr: &str) -> std::io::Result<String> {
+/// One host request; the reply body after `OKAY`+hex4 (or after `FAIL`+hex4).
+async fn host_request(adb_port: u16, request: &str) -> std::io::Result<String> {
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", adb_port)).await?;
-    let request = format!("host:connect:{addr}");
     sock.write_all(format!("{:04x}{request}", request.len()).as_bytes()).await?;
     let mut reply = Vec::new();
     sock.read_to_end(&mut reply).await?;
     Ok(String::from_utf8_lossy(reply.get(8..).unwrap_or_default()).into_owned())
+}
+
+async fn connect_all(adb_port: u16, serials: Vec<String>) -> Result<(), String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for serial in serials {
+        tasks.spawn(async move {
+            let reply = host_request(adb_port, &format!("host:connect:{serial}")).await;
+            (serial, reply)
+        });
+    }
+    let mut connected = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (serial, reply) = joined.map_err(|e| format!("connect task failed: {e}"))?;
+        let reply = reply.map_err(|e| format!("cannot reach the adb server on port {adb_port}: {e}"))?;
+        eprintln!("{reply}");
+        if reply.starts_with("connected to") || reply.starts_with("already connected to") {
+            connected.push(serial);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = host_request(adb_port, "host:devices").await.map_err(|e| format!("host:devices: {e}"))?;
+        let online: std::collections::HashSet<&str> =
+            listed.lines().filter_map(|l| l.split_once('\t')).filter(|(_, s)| *s == "device").map(|(s, _)| s).collect();
+        let missing: Vec<&String> = connected.iter().filter(|s| !online.contains(s.as_str())).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("not online after 30 s: {missing:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
@@ -74,12 +130,38 @@ async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
     }
     let mut faults = std::collections::HashMap::new();
     for text in &args.fault {
-        let (n, fault) = parse_fault(text)?;
-        if n == 0 || n > args.devices {
-            return Err(format!("--fault {text:?}: there is no device {n} (1..={})", args.devices));
-        }
+        let (n, fault) = parse_fault(text, args.devices)?;
         faults.insert(n, fault);
     }
+    let mut install_failures = std::collections::HashMap::new();
+    for text in &args.fail_install {
+        let (n, code) = numbered("--fail-install", text, args.devices)?;
+        install_failures.insert(n, InstallOutcome::failure(code));
+    }
+    let mut runs = std::collections::HashMap::new();
+    for text in &args.instrument {
+        let (n, kind) = numbered("--instrument", text, args.devices)?;
+        let script = match kind {
+            "fail" => InstrumentationScript::default().fail(
+                "com.example.test.ExampleTest",
+                "testFails",
+                "java.lang.AssertionError: expected:<42> but was:<41>\n\tat org.junit.Assert.fail(Assert.java:89)\n\tat com.example.test.ExampleTest.testFails(ExampleTest.java:31)",
+            ),
+            "crash" => InstrumentationScript::default().crash_at(1, DEFAULT_CRASH),
+            other => return Err(format!("--instrument {text:?}: {other:?} is not fail or crash")),
+        };
+        runs.insert(n, script);
+    }
+    let reboot = match args.reboot_down.as_str() {
+        "never" => RebootBehavior::NeverReturns,
+        secs => RebootBehavior::Returns {
+            down: Duration::from_secs_f64(
+                secs.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)
+                    .ok_or_else(|| format!("--reboot-down {secs:?}: expected seconds or never"))?,
+            ),
+            booting: Duration::from_secs(1),
+        },
+    };
     let mut handles = Vec::with_capacity(args.devices);
     for i in 1..=args.devices {
         let serial = format!("{}-{i:04}", args.serial_prefix);
@@ -96,7 +178,14 @@ async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
         if let Some(fault) = faults.get(&i) {
             config = config.fault(*fault);
         }
+        config = config.reboot_behavior(reboot);
         let handle = SimDevice::start(config).await.map_err(|e| format!("cannot start device {serial}: {e}"))?;
+        if let Some(outcome) = install_failures.remove(&i) {
+            handle.set_install_outcome(outcome);
+        }
+        if let Some(script) = runs.remove(&i) {
+            handle.set_instrumentation(script);
+        }
         println!(
             "{}\t{}\t{}\t{}\t{}",
             handle.serial(),
@@ -108,12 +197,7 @@ async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
         handles.push(handle);
     }
     if let Some(adb_port) = args.connect_to_adb {
-        for handle in &handles {
-            let reply = host_connect(adb_port, &handle.serial())
-                .await
-                .map_err(|e| format!("cannot reach the adb server on port {adb_port}: {e}"))?;
-            eprintln!("{reply}");
-        }
+        connect_all(adb_port, handles.iter().map(SimHandle::serial).collect()).await?;
     }
     Ok(handles)
 }
