@@ -51,7 +51,9 @@ i=1
 for a in "$@"; do printf '%s' "$a" > "$d/$i"; i=$((i+1)); done
 printf '%s' "$PWD" > "$d/cwd"
 mkfifo "$d/rc" || exit 125
-printf '%s\n' "$$" > "@CTL@/req"
+# A subshell sends the request, so this process's own stdout is never redirected while the simulator
+# may already be opening it through /proc ($$ is still this script's PID there).
+(printf '%s\n' "$$" > "@CTL@/req")
 rc=$(cat "$d/rc")
 rm -rf "$d"
 exit "${rc:-125}"

@@ -184,3 +184,82 @@ async fn reboot_takes_the_device_away_and_brings_it_back_booting() {
     eprintln!("reboot round trip {:?}, boot_completed values seen {seen:?}", started.elapsed());
     assert!(started.elapsed() >= Duration::from_secs(4));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_through_exec_cmd_and_install_multiple_then_logcat() {
+    let server = AdbServer::start().await.unwrap();
+    // Android 7-9: `cmd` but no `abb_exec`: the CLI streams through `exec:cmd package 'install' -S SIZE`.
+    let dev = SimDevice::start(DeviceConfig::modern("nougat").without_feature("abb_exec").without_feature("abb")).await.unwrap();
+    let serial = server.connect(&dev).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let apk = tmp.path().join("a.apk");
+    std::fs::write(&apk, TestApk::new("com.example.exec").entry("assets/pad.bin", vec![1u8; 300_000]).build()).unwrap();
+    let out = run(&server, &["-s", &serial, "install", apk.to_str().unwrap()]);
+    assert!(out.status.success() && said(&out).contains("Success"), "{}", said(&out));
+    assert!(dev.is_installed("com.example.exec"));
+
+    let split = tmp.path().join("b.apk");
+    std::fs::write(&split, build_test_apk("com.example.multi")).unwrap();
+    let out = run(&server, &["-s", &serial, "install-multiple", split.to_str().unwrap()]);
+    assert!(out.status.success() && said(&out).contains("Success"), "{}", said(&out));
+    assert!(dev.is_installed("com.example.multi"));
+
+    // `adb logcat -d` runs `exec logcat '-d'` in a shell.
+    let out = run(&server, &["-s", &serial, "logcat", "-d"]);
+    let log = text(&out.stdout);
+    assert!(log.contains("I PackageManager: installed com.example.exec"), "{log}");
+    let out = run(&server, &["-s", &serial, "shell", "cmd nosuchservice"]);
+    assert_eq!((text(&out.stderr), out.status.code()), ("cmd: Can't find service: nosuchservice\n".into(), Some(20)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_never_comes_back_from_reboot_stays_offline() {
+    let server = AdbServer::start().await.unwrap();
+    let dev = SimDevice::start(DeviceConfig::modern("gone").reboot_behavior(adbd_sim::RebootBehavior::NeverReturns))
+        .await
+        .unwrap();
+    let serial = server.connect(&dev).await.unwrap();
+    let out = run(&server, &["-s", &serial, "shell", "reboot"]);
+    // The shell dies with the link: no exit status reaches the CLI (29 then exits 0 by itself).
+    assert_eq!(text(&out.stdout), "");
+    server.wait_for_state(&serial, "offline", Duration::from_secs(10)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(server.state(&serial).await.unwrap().as_deref(), Some("offline"));
+    // Powering it on brings it back on the server's next retry.
+    dev.power_on();
+    server.wait_for_state(&serial, "device", Duration::from_secs(60)).await.unwrap();
+    let out = run(&server, &["-s", &serial, "shell", "getprop sys.boot_completed"]);
+    assert_eq!(text(&out.stdout), "1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_tools_answer_many_concurrent_calls_each_with_its_own_output() {
+    let server = AdbServer::start().await.unwrap();
+    let dev = SimDevice::start(DeviceConfig::modern("busy")).await.unwrap();
+    let serial = server.connect(&dev).await.unwrap();
+    for i in 0..30 {
+        dev.preinstall(&format!("com.busy.p{i}"));
+    }
+    let mut children = Vec::new();
+    for i in 0..30 {
+        let mut cmd = server.adb_async();
+        // Two tool calls and a pipe in one command line; each must see only its own output.
+        cmd.args(["-s", &serial, "shell", &format!("pm path com.busy.p{i}; pm list packages com.busy.p{i} | wc -l; setprop busy.{i} {i}")]);
+        children.push((i, cmd.output()));
+    }
+    for (i, child) in children {
+        let out = child.await.unwrap();
+        // The filter is a substring: p1 also matches p10..p19, p2 matches p20..p29.
+        let expected_lines = if i == 1 || i == 2 { 11 } else { 1 };
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("package:/data/app/com.busy.p{i}-1/base.apk\n{expected_lines}\n"),
+            "call {i}: stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(0));
+    }
+    for i in 0..30 {
+        assert_eq!(dev.prop(&format!("busy.{i}")), Some(i.to_string()));
+    }
+}
