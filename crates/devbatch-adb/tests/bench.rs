@@ -102,48 +102,54 @@ async fn bench_shell_on_50_devices_and_push_50mb_to_10() {
     let data: Vec<u8> = (0..50 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
     std::fs::write(&file, &data).unwrap();
     let ten: Vec<&str> = serials[..10].iter().map(String::as_str).collect();
-    let started = Instant::now();
-    let result = m
-        .execute_batch_with(
-            "push",
-            json!({"local": file.display().to_string(), "remote": "/data/local/tmp/payload.bin"}),
-            Some(&ten),
-            &BatchOptions::default()
-                .concurrency(10)
-                .timeout(Duration::from_secs(600)),
-        )
-        .await
-        .unwrap();
-    let ours = started.elapsed();
-    for id in &ten {
-        assert_eq!(result.get(id).unwrap().status, Status::Success, "{id}");
+    // Alternate the two sides three times and keep each side's best run, so that neither
+    // profits from going second on a shared, noisy machine.
+    let mut ours = Duration::MAX;
+    let mut theirs = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let result = m
+            .execute_batch_with(
+                "push",
+                json!({"local": file.display().to_string(), "remote": "/data/local/tmp/payload.bin"}),
+                Some(&ten),
+                &BatchOptions::default()
+                    .concurrency(10)
+                    .timeout(Duration::from_secs(600)),
+            )
+            .await
+            .unwrap();
+        ours = ours.min(started.elapsed());
+        for id in &ten {
+            assert_eq!(result.get(id).unwrap().status, Status::Success, "{id}");
+        }
+        let started = Instant::now();
+        let mut children = Vec::new();
+        for s in &ten {
+            children.push(
+                tokio::process::Command::new(ADB)
+                    .args([
+                        "-P",
+                        &port,
+                        "-s",
+                        s,
+                        "push",
+                        &file.display().to_string(),
+                        "/data/local/tmp/payload2.bin",
+                    ])
+                    .env("HOME", server.home())
+                    .env("ADB_MDNS", "0")
+                    .stdout(Stdio::null())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        for mut c in children {
+            assert!(c.wait().await.unwrap().success());
+        }
+        theirs = theirs.min(started.elapsed());
     }
-    let started = Instant::now();
-    let mut children = Vec::new();
-    for s in &ten {
-        children.push(
-            tokio::process::Command::new(ADB)
-                .args([
-                    "-P",
-                    &port,
-                    "-s",
-                    s,
-                    "push",
-                    &file.display().to_string(),
-                    "/data/local/tmp/payload2.bin",
-                ])
-                .env("HOME", server.home())
-                .env("ADB_MDNS", "0")
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for mut c in children {
-        assert!(c.wait().await.unwrap().success());
-    }
-    let theirs = started.elapsed();
     let mb = 500.0;
     eprintln!(
         "BENCH push 50 MB x10: devbatch {ours:?} ({:.1} MB/s), 10 x adb push {theirs:?} ({:.1} MB/s), throughput ratio {:.3}",
