@@ -503,4 +503,37 @@ async fn instrumentation_runs_are_parsed_per_test() {
     assert_eq!(o.status, Status::Success, "{o:?}");
     assert_eq!(o.result["totals"]["total"], 1);
     assert_eq!(o.result["tests"][0]["method"], "logsOut");
+
+    // `cmd` instead of `package`: a plain shell test, as on every other backend.
+    let result = m
+        .execute_batch(
+            "run_test",
+            json!({"cmd": "echo checking; exit 3"}),
+            Some(&[pass_s.as_str()]),
+        )
+        .await
+        .unwrap();
+    let o = result.get(&pass_s).unwrap();
+    assert_eq!(
+        o.error.as_deref(),
+        Some("test echo checking; exit 3 failed with exit status 3")
+    );
+    assert_eq!(o.result["stdout"], "checking\n");
+    let err = m
+        .execute_batch("run_test", json!({"cmd": "true", "package": "com.x"}), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("parameter 'cmd' of operation 'run_test'"),
+        "{err}"
+    );
+    let err = m
+        .execute_batch("run_test", json!({}), None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("needs parameter 'package'"),
+        "{err}"
+    );
 }
