@@ -229,6 +229,15 @@ impl Backend for AdbBackend {
     }
 }
 
+/// A discovered serial that is an `IP:PORT` names a network device: operations (and a reboot
+/// with `wait`) may `host:connect` it again when the server has dropped it.
+fn network_address(serial: &str) -> Option<String> {
+    serial
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.to_string())
+}
+
 /// One device per listed line. Serials listed more than once are told apart by transport id:
 /// their ids become `SERIAL#transport_id` and requests go by `host:transport-id:N`.
 pub(crate) fn devices_from_listing(
@@ -261,7 +270,7 @@ pub(crate) fn devices_from_listing(
                 labels,
                 state_of(Some(d)),
                 d.transport_id,
-                None,
+                network_address(&d.serial),
             )) as Arc<dyn Device>
         })
         .collect()
@@ -271,6 +280,16 @@ pub(crate) fn devices_from_listing(
 mod tests {
     use super::*;
     use crate::protocol::parse_devices_l;
+
+    #[test]
+    fn discovered_network_serials_can_be_reconnected() {
+        assert_eq!(
+            network_address("127.0.0.1:6100").as_deref(),
+            Some("127.0.0.1:6100")
+        );
+        assert_eq!(network_address("emulator-5554"), None);
+        assert_eq!(network_address("R58M 12 (work)"), None);
+    }
 
     #[test]
     fn addresses_are_normalised() {

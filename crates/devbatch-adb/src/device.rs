@@ -165,7 +165,19 @@ impl AdbDevice {
         };
         let reply = self.server.query(&format!("host:connect:{addr}")).await?;
         match parse_connect_reply(&reply) {
-            ConnectReply::Connected => Ok(()),
+            ConnectReply::Connected => {
+                // The server may answer before the handshake is done (the device is listed
+                // `offline` meanwhile): give it a few seconds to come online.
+                for _ in 0..50 {
+                    match self.listing().await? {
+                        Some(d) if d.state == "offline" || d.state == "connecting" => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(())
+            }
             ConnectReply::Unauthorized(_) => Err(AdbError::NotReady {
                 state: "unauthorized".into(),
                 hint: crate::error::state_hint("unauthorized"),

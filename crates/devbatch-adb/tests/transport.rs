@@ -626,3 +626,22 @@ async fn a_shell_stream_that_ends_without_exit_status_is_disconnected_never_succ
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_device_dropped_by_the_server_is_connected_again() {
+    let server = server().await;
+    let (_sim, serial) = device(&server, DeviceConfig::modern("comeback")).await;
+    let devices = discover(&server).await;
+    let reply = server.disconnect(&serial).await.unwrap();
+    assert!(reply.starts_with("disconnected"), "{reply}");
+    assert_eq!(server.state(&serial).await.unwrap(), None);
+    let out = devices[0]
+        .run(&Command::shell("getprop ro.serialno"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"comeback\n");
+    assert_eq!(
+        server.state(&serial).await.unwrap().as_deref(),
+        Some("device")
+    );
+}
