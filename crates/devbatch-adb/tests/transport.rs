@@ -645,3 +645,35 @@ async fn a_network_device_dropped_by_the_server_is_connected_again() {
         Some("device")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_of_two_adb_servers_in_one_pool() {
+    let first = server().await;
+    let second = server().await;
+    let (_a, a) = device(&first, DeviceConfig::modern("on-first")).await;
+    let (_b, b) = device(&second, DeviceConfig::legacy("on-second")).await;
+    let mut devices = discover(&first).await;
+    devices.extend(discover(&second).await);
+    assert_eq!(devices.len(), 2);
+    let servers: Vec<String> = devices
+        .iter()
+        .map(|d| d.labels()["adb_server"].clone())
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            format!("127.0.0.1:{}", first.port()),
+            format!("127.0.0.1:{}", second.port())
+        ]
+    );
+    let m = manager(devices);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "getprop ro.serialno"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    assert_eq!(result.get(&a).unwrap().result["stdout"], "on-first\n");
+    assert_eq!(result.get(&b).unwrap().result["stdout"], "on-second\n");
+}
