@@ -64,6 +64,29 @@ pub enum RebootBehavior {
     NeverReturns,
 }
 
+/// What a device boots into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BootMode {
+    /// Android: banner type `device`, the server lists it as `device`.
+    #[default]
+    System,
+    /// Recovery: banner type `recovery`, listed as `recovery`, `sys.boot_completed` stays 0.
+    Recovery,
+    /// The bootloader (fastboot): no adb at all, the device stays away until powered on.
+    Bootloader,
+}
+
+impl BootMode {
+    /// The mode a `reboot:TARGET` service asks for (`""` is the system).
+    pub fn from_target(target: &str) -> BootMode {
+        match target {
+            "recovery" | "sideload" | "sideload-auto-reboot" => BootMode::Recovery,
+            "bootloader" | "fastboot" => BootMode::Bootloader,
+            _ => BootMode::System,
+        }
+    }
+}
+
 /// The configuration of one simulated device. Build with [`DeviceConfig::modern`] or
 /// [`DeviceConfig::legacy`] and adjust with the builder methods.
 #[derive(Debug, Clone)]
@@ -201,7 +224,8 @@ impl DeviceConfig {
     }
 
     /// Uses this directory as the device's sandbox (default: a fresh temporary directory removed when the
-    /// handle is dropped).
+    /// handle is dropped). Its path may contain only letters, digits and `/._-+@%,:`, because it is
+    /// pasted into shell command lines.
     pub fn root(mut self, root: impl Into<PathBuf>) -> DeviceConfig {
         self.root = Some(root.into());
         self
@@ -224,11 +248,13 @@ impl DeviceConfig {
         &self.device_serial
     }
 
-    /// The CNXN banner: `device::ro.product.name=..;ro.product.model=..;ro.product.device=..;features=..`.
-    pub(crate) fn banner(&self, props: &BTreeMap<String, String>) -> String {
+    /// The CNXN banner: `device::ro.product.name=..;ro.product.model=..;ro.product.device=..;features=..`
+    /// (`recovery::...` in recovery).
+    pub(crate) fn banner(&self, mode: BootMode, props: &BTreeMap<String, String>) -> String {
         let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("");
         format!(
-            "device::ro.product.name={};ro.product.model={};ro.product.device={};features={}",
+            "{}::ro.product.name={};ro.product.model={};ro.product.device={};features={}",
+            if mode == BootMode::Recovery { "recovery" } else { "device" },
             get("ro.product.name"),
             get("ro.product.model"),
             get("ro.product.device"),

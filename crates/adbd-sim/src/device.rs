@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{DeviceConfig, Fault, RebootBehavior};
+use crate::config::{BootMode, DeviceConfig, Fault, RebootBehavior};
 use crate::instrument::InstrumentationScript;
 use crate::pm::{InstallOutcome, PackageManager};
 use crate::proto::{A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, AUTH_TOKEN, Message, command_name};
@@ -38,6 +38,7 @@ pub(crate) struct Shared {
     fault_bytes: AtomicU64,
     props: Mutex<BTreeMap<String, String>>,
     reboot: Mutex<RebootBehavior>,
+    mode: Mutex<BootMode>,
     /// When new links may complete their handshake; `None`: never (a device that did not come back).
     available_at: Mutex<Option<Instant>>,
     boot_generation: AtomicU64,
@@ -102,14 +103,20 @@ impl Shared {
         }
     }
 
-    /// Takes the device away as `reboot` does, and brings it back per its [`RebootBehavior`].
-    pub(crate) fn reboot(self: &Arc<Self>) {
+    /// Takes the device away as `reboot` does, and brings it back per its [`RebootBehavior`], in `mode`:
+    /// the system boots (`sys.boot_completed` turns 1), recovery comes back as `recovery` with
+    /// `sys.boot_completed=0`, the bootloader is not adb at all (away until [`SimHandle::power_on`]).
+    pub(crate) fn reboot(self: &Arc<Self>, mode: BootMode) {
         let behavior = *lock(&self.reboot);
         let generation = self.boot_generation.fetch_add(1, Ordering::SeqCst) + 1;
         self.set_prop("sys.boot_completed", "0");
-        match behavior {
-            RebootBehavior::NeverReturns => *lock(&self.available_at) = None,
-            RebootBehavior::Returns { down, booting } => {
+        *lock(&self.mode) = mode;
+        match (behavior, mode) {
+            (RebootBehavior::NeverReturns, _) | (_, BootMode::Bootloader) => *lock(&self.available_at) = None,
+            (RebootBehavior::Returns { down, .. }, BootMode::Recovery) => {
+                *lock(&self.available_at) = Some(Instant::now() + down);
+            }
+            (RebootBehavior::Returns { down, booting }, BootMode::System) => {
                 *lock(&self.available_at) = Some(Instant::now() + down);
                 let shared = Arc::clone(self);
                 tokio::spawn(async move {
@@ -123,7 +130,7 @@ impl Shared {
                 });
             }
         }
-        tracing::info!(addr = %self.addr, ?behavior, "rebooting");
+        tracing::info!(addr = %self.addr, ?behavior, ?mode, "rebooting");
         self.drop_links();
     }
 
@@ -169,6 +176,13 @@ impl SimDevice {
             Some(root) => root.clone(),
             None => tmp.path().join("root"),
         };
+        // The sandbox path is pasted into shell command lines (Android paths are rewritten to it).
+        if root.to_string_lossy().contains(|c: char| !(c.is_ascii_alphanumeric() || "/._-+@%,:".contains(c))) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("sandbox directory {} must contain only letters, digits and /._-+@%,:", root.display()),
+            ));
+        }
         let ctl = tmp.path().join("ctl");
         for dir in ["data/local/tmp", "sdcard", "storage/emulated/0", "data/app"] {
             std::fs::create_dir_all(root.join(dir))?;
@@ -183,6 +197,7 @@ impl SimDevice {
             fault_bytes: AtomicU64::new(0),
             props: Mutex::new(config.props.clone()),
             reboot: Mutex::new(config.reboot),
+            mode: Mutex::new(BootMode::System),
             available_at: Mutex::new(Some(Instant::now())),
             boot_generation: AtomicU64::new(0),
             links: Mutex::new(shutdown.child_token()),
@@ -290,13 +305,26 @@ impl SimHandle {
         *lock(&self.shared.reboot) = reboot;
     }
 
-    /// Reboots the device now, as the `reboot:` service would.
+    /// Reboots the device into the system now, as the `reboot:` service would.
     pub fn reboot(&self) {
-        self.shared.reboot();
+        self.shared.reboot(BootMode::System);
     }
 
-    /// Brings a device that was told [`RebootBehavior::NeverReturns`] back at once (booted).
+    /// Reboots into `mode` (`reboot:recovery`, `reboot:bootloader`).
+    pub fn reboot_to(&self, mode: BootMode) {
+        self.shared.reboot(mode);
+    }
+
+    /// The mode the device is in (or booting into).
+    pub fn boot_mode(&self) -> BootMode {
+        *lock(&self.shared.mode)
+    }
+
+    /// Brings the device back at once, booted into the system: ends a [`RebootBehavior::NeverReturns`]
+    /// reboot or a stay in the bootloader. (The adb server notices on its next reconnect attempt.)
     pub fn power_on(&self) {
+        self.shared.boot_generation.fetch_add(1, Ordering::SeqCst);
+        *lock(&self.shared.mode) = BootMode::System;
         *lock(&self.shared.available_at) = Some(Instant::now());
         self.shared.set_prop("sys.boot_completed", "1");
     }
@@ -529,7 +557,7 @@ async fn link_loop(
                     }
                     let version = msg.arg0.min(shared.config.version);
                     let max = msg.arg1.min(shared.config.max_data).max(256) as usize;
-                    let banner = shared.config.banner(&shared.props());
+                    let banner = shared.config.banner(*lock(&shared.mode), &shared.props());
                     let _ = tx.send(Message::new(A_CNXN, shared.config.version, shared.config.max_data, banner.into()));
                     tracing::debug!(addr = %shared.addr, version, max, "link online");
                     break (version, max);
@@ -625,7 +653,7 @@ async fn link_loop(
             }
             A_CNXN => {
                 // The host restarted the handshake on this link: answer again.
-                let banner = shared.config.banner(&shared.props());
+                let banner = shared.config.banner(*lock(&shared.mode), &shared.props());
                 let _ = tx.send(Message::new(A_CNXN, shared.config.version, shared.config.max_data, banner.into()));
             }
             other => tracing::debug!(command = command_name(other), "ignored"),

@@ -45,7 +45,7 @@ mod tools;
 
 pub mod testing;
 
-pub use config::{DeviceConfig, Fault, MODERN_FEATURES, RebootBehavior};
+pub use config::{BootMode, DeviceConfig, Fault, MODERN_FEATURES, RebootBehavior};
 pub use apk::{TestApk, build_test_apk};
 pub use device::{SimDevice, SimHandle};
 pub use instrument::{DEFAULT_CRASH, InstrumentationScript, ScriptedTest, TestOutcome};

@@ -38,6 +38,7 @@ pub(crate) enum Service {
     AbbExec(Vec<String>),
     Reboot(String),
     Root(bool),
+    Framebuffer,
 }
 
 impl Service {
@@ -84,6 +85,7 @@ impl Service {
         match name {
             "root:" => Some(Service::Root(true)),
             "unroot:" => Some(Service::Root(false)),
+            "framebuffer:" => Some(Service::Framebuffer),
             _ => None,
         }
     }
@@ -99,9 +101,10 @@ pub(crate) async fn run(shared: &Arc<Shared>, service: Service, io: StreamIo) {
             tracing::info!(addr = %shared.addr, target = %target, "reboot requested");
             // Let the OKAY reach the host before the link goes.
             tokio::time::sleep(Duration::from_millis(100)).await;
-            shared.reboot();
+            shared.reboot(crate::config::BootMode::from_target(&target));
             Ok(())
         }
+        Service::Framebuffer => io.writer.write(&crate::tools::framebuffer(shared)).await,
         Service::Root(root) => {
             let text: &[u8] =
                 if root { b"adbd is already running as root\n" } else { b"adbd not running as root\n" };

@@ -174,6 +174,26 @@ impl AdbServer {
         query(self.port, request).await
     }
 
+    /// Opens a device service through the server (`host:transport:SERIAL`, then `SERVICE`) and returns
+    /// everything the device sends until it closes the stream. A refusal is [`HarnessError::Refused`].
+    pub async fn device_service(&self, serial: &str, service: &str) -> Result<Vec<u8>, HarnessError> {
+        let mut sock = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        for request in [format!("host:transport:{serial}"), service.to_string()] {
+            sock.write_all(format!("{:04x}{request}", request.len()).as_bytes()).await?;
+            let mut status = [0u8; 4];
+            sock.read_exact(&mut status).await?;
+            if &status != b"OKAY" {
+                let mut rest = Vec::new();
+                sock.read_to_end(&mut rest).await?;
+                let message = String::from_utf8_lossy(rest.get(4..).unwrap_or_default()).into_owned();
+                return Err(HarnessError::Refused { request, message });
+            }
+        }
+        let mut body = Vec::new();
+        sock.read_to_end(&mut body).await?;
+        Ok(body)
+    }
+
     /// `host:connect:ADDR`: the server's reply text, whatever it says (it answers `OKAY` even on failure).
     pub async fn connect_addr(&self, addr: &str) -> Result<String, HarnessError> {
         self.query(&format!("host:connect:{addr}")).await

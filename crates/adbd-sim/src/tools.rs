@@ -306,9 +306,10 @@ async fn run_tool(call: &mut Call<'_>, args: &[String]) -> io::Result<u8> {
         },
         "reboot" => {
             let shared = Arc::clone(call.shared);
+            let mode = crate::config::BootMode::from_target(rest.iter().find(|a| !a.starts_with('-')).unwrap_or(&""));
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                shared.reboot();
+                shared.reboot(mode);
             });
             // The link goes before the shell returns, as on a real device.
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -519,7 +520,7 @@ async fn screencap(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
         scripts.screenshots += 1;
         scripts.screenshots
     };
-    let seed = crate::apk::crc32(format!("{}|{}", call.shared.config.device_serial(), call.shared.addr).as_bytes());
+    let seed = screen_seed(call.shared);
     let image = crate::png::screen(seed, shot, SHOT_W, SHOT_H);
     let png = png || file.as_ref().is_some_and(|f| f.extension().is_some_and(|e| e == "png"));
     let bytes = if png {
@@ -545,6 +546,25 @@ async fn screencap(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// What the `framebuffer:` service sends: a version-2 header (fourteen u32: version, bpp, colorspace, size,
+/// width, height, then offset/length of red, blue, green, alpha) and RGBA pixels of the current screen.
+pub(crate) fn framebuffer(shared: &Shared) -> Vec<u8> {
+    let seed = screen_seed(shared);
+    let size = SHOT_W * SHOT_H * 4;
+    let mut out = Vec::with_capacity(56 + size as usize);
+    for v in [2, 32, 0, size, SHOT_W, SHOT_H, 0, 8, 16, 8, 8, 8, 24, 8] {
+        out.extend_from_slice(&u32::to_le_bytes(v));
+    }
+    for _ in 0..SHOT_W * SHOT_H {
+        out.extend_from_slice(&[(seed >> 16) as u8, (seed >> 8) as u8, seed as u8, 255]);
+    }
+    out
+}
+
+fn screen_seed(shared: &Shared) -> u32 {
+    crate::apk::crc32(format!("{}|{}", shared.config.device_serial(), shared.addr).as_bytes())
 }
 
 async fn logcat(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {

@@ -263,3 +263,38 @@ async fn simulated_tools_answer_many_concurrent_calls_each_with_its_own_output()
         assert_eq!(dev.prop(&format!("busy.{i}")), Some(i.to_string()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_bootloader_framebuffer_and_refused_services() {
+    let server = AdbServer::start().await.unwrap();
+    let dev = SimDevice::start(DeviceConfig::modern("modes").reboot_behavior(adbd_sim::RebootBehavior::Returns {
+        down: Duration::from_millis(500),
+        booting: Duration::from_millis(500),
+    }))
+    .await
+    .unwrap();
+    let serial = server.connect(&dev).await.unwrap();
+
+    let fb = server.device_service(&serial, "framebuffer:").await.unwrap();
+    let word = |i: usize| u32::from_le_bytes(fb[i * 4..i * 4 + 4].try_into().unwrap());
+    assert_eq!((word(0), word(1), word(4), word(5)), (2, 32, 108, 240));
+    assert_eq!(fb.len(), 56 + word(3) as usize);
+
+    let err = server.device_service(&serial, "jdwp:1234").await.unwrap_err();
+    assert!(matches!(&err, adbd_sim::testing::HarnessError::Refused { message, .. } if message == "closed"), "{err}");
+
+    let out = run(&server, &["-s", &serial, "reboot", "recovery"]);
+    assert!(out.status.success(), "{}", said(&out));
+    server.wait_for_state(&serial, "recovery", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(dev.boot_mode(), adbd_sim::BootMode::Recovery);
+    let out = run(&server, &["-s", &serial, "reboot"]);
+    assert!(out.status.success(), "{}", said(&out));
+    server.wait_for_state(&serial, "device", Duration::from_secs(30)).await.unwrap();
+
+    let out = run(&server, &["-s", &serial, "reboot", "bootloader"]);
+    assert!(out.status.success(), "{}", said(&out));
+    server.wait_for_state(&serial, "offline", Duration::from_secs(10)).await.unwrap();
+    assert_eq!(dev.boot_mode(), adbd_sim::BootMode::Bootloader);
+    dev.power_on();
+    server.wait_for_state(&serial, "device", Duration::from_secs(60)).await.unwrap();
+}
