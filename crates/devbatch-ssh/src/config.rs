@@ -503,8 +503,15 @@ impl SshSettings {
                 key: "host".into(),
                 expected: "the host name, address or ~/.ssh/config alias to connect to".into(),
             })?;
-        if host.is_empty() {
-            return Err(ConfigError::Settings("host must not be empty".into()));
+        // `user@host` is accepted as `ssh` accepts it; an explicit `user` wins.
+        let (host, user_in_host) = match host.rsplit_once('@') {
+            Some((u, h)) if !u.is_empty() && !h.is_empty() => (h.to_string(), Some(u.to_string())),
+            _ => (host, None),
+        };
+        if host.is_empty() || host.contains('@') {
+            return Err(ConfigError::Settings(format!(
+                "host {host:?} is not a host name, address or [user@]host"
+            )));
         }
         let ssh_config = match &self.ssh_config {
             Some(p) if p.as_os_str() == "none" => None,
@@ -524,7 +531,7 @@ impl SshSettings {
         };
         let (hop, cfg) = resolve_hop(
             &host,
-            self.user.clone(),
+            self.user.clone().or(user_in_host),
             self.port,
             &self.identity_files,
             ssh_config.as_deref(),
@@ -683,6 +690,10 @@ mod tests {
             .resolve(None)
             .unwrap();
         assert_eq!(t.hop.user, "fromextra", "Include is read in place");
+        let t = settings(serde_json::json!({"host": "ci@lab-3", "ssh_config": cfg}))
+            .resolve(None)
+            .unwrap();
+        assert_eq!((t.hop.user.as_str(), t.hop.host.as_str()), ("ci", "lab-3"));
         assert_eq!(t.hop.port, 22);
         assert!(t.jumps.is_empty());
     }

@@ -27,7 +27,7 @@
 //! [[devices]]
 //! backend = "ssh"
 //! id = "board-1"                  # default: the host as written
-//! host = "board-1"                # name, address or ~/.ssh/config alias
+//! host = "board-1"                # name, address or ~/.ssh/config alias ([user@] allowed)
 //! port = 22                       # default: ssh_config, else 22
 //! user = "ci"                     # default: ssh_config, else $USER
 //! identity_files = ["~/.ssh/id_ed25519"]  # default: ssh_config, else ~/.ssh/id_{ed25519,ecdsa,rsa}
@@ -91,7 +91,11 @@ impl Backend for SshBackend {
     async fn open(&self, spec: DeviceSpec) -> Result<Vec<Arc<dyn Device>>, ConfigError> {
         let settings: SshSettings = spec.settings()?;
         let target = settings.resolve(spec.id.as_deref())?;
-        let id = spec.id.clone().unwrap_or_else(|| target.hop.host.clone());
+        let id = spec
+            .id
+            .clone()
+            .or_else(|| settings.host.clone())
+            .unwrap_or_else(|| target.hop.host.clone());
         Ok(vec![Arc::new(SshDevice::new(id, spec.labels, target))])
     }
 }

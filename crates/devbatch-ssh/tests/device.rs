@@ -267,3 +267,19 @@ async fn a_broken_pull_leaves_no_partial_file() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_into_another_mode_is_unsupported_and_runs_nothing() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let d = device("box", sshd.settings("127.0.0.1")).await;
+    let err = d
+        .reboot(devbatch_core::RebootMode::Bootloader, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert_eq!(
+        err.to_string(),
+        "unsupported: SSH hosts reboot into the normal system only, not Bootloader"
+    );
+    assert_eq!(sshd.accepted(), 0, "nothing should have connected");
+}
