@@ -22,14 +22,26 @@
 //! - Streams (OPEN/OKAY/WRTE/CLSE, one WRTE in flight per direction, payloads split to the negotiated size).
 //! - `shell,v2,...:` (stdout/stderr/exit packets, stdin and close-stdin), legacy `shell:` (merged output with
 //!   a pty's `\r\n`), `exec:` (raw): each runs a real `/bin/sh` in the device's sandbox directory, with
-//!   Android's tools simulated on `PATH` (`getprop`, ...) and absolute Android paths (`/data`, `/sdcard`,
-//!   `/system`, ...) rewritten into the sandbox. The sandbox is a convenience, not a security boundary.
+//!   Android's tools simulated on `PATH` and absolute Android paths (`/data`, `/sdcard`, `/system`, ...)
+//!   rewritten into the sandbox. The sandbox is a convenience, not a security boundary.
+//! - Android tools: `getprop`/`setprop`; a package manager (`pm`, `cmd package`, `abb_exec:package`) that
+//!   validates APKs ([`TestApk`], [`build_test_apk`]) and plays scripted outcomes ([`InstallOutcome`]:
+//!   `Failure [CODE]` with exit status 0, Java exceptions); `am instrument -w -r` replaying an
+//!   [`InstrumentationScript`] (passes, failures with stack traces, crashes); `screencap -p` (a real PNG,
+//!   distinct per device and shot); `reboot`; `logcat`; `wm`.
 //! - `sync:` (STAT/STA2/LST2/LIST/LIS2/SEND/RECV/QUIT) on the sandbox.
-//! - `reboot:` (the link drops, the device comes back per [`RebootBehavior`]).
+//! - `reboot:` (the link drops, the device comes back per [`RebootBehavior`], into a [`BootMode`]),
+//!   `framebuffer:`, `root:`/`unroot:`.
 //! - Faults on demand ([`Fault`]): hang, never answer, stay unauthorized, close at once, drop the link after
 //!   N bytes, slow link.
 //!
-//! [`testing::AdbServer`] starts a private real adb server for tests.
+//! [`testing::AdbServer`] starts a private real adb server for tests. The `adbd-sim` binary serves N devices
+//! on N ports (`adbd-sim --devices 20 --legacy 2 --connect-to-adb 5037`). The user guide is
+//! `docs/adbd-sim.md`.
+//!
+//! Why the shell is a real `sh`: tests of tools that drive devices need real command lines (quoting,
+//! pipes, `$?`, redirections, exit codes) to behave exactly as on a device; a toy interpreter would
+//! accept lines a device rejects. The Android-specific tools are the only simulated part.
 
 mod apk;
 mod config;
