@@ -259,29 +259,51 @@ async fn run_shell(
             data = reader.recv() => match data {
                 // The host closed the stream: the process group dies with `_group`.
                 None => return Ok(()),
-                Some(data) => {
-                    if let ShellMode::V2 { .. } = mode {
-                        inbound.extend_from_slice(&data);
-                        while let Some((id, payload)) = take_packet(&mut inbound) {
-                            match id {
-                                ID_STDIN => if let Some(tx) = &stdin_tx { let _ = tx.send(payload); },
-                                ID_CLOSE_STDIN => stdin_tx = None,
-                                _ => {} // window size and unknown packets
-                            }
-                        }
-                    } else if let Some(tx) = &stdin_tx {
-                        let _ = tx.send(data);
-                    }
-                }
+                Some(data) => forward_stdin(mode, data, &mut inbound, &mut stdin_tx),
             },
         }
     }
-    let status = child.wait().await?;
+    // The output is closed; the process may still run. The host closing the stream still kills it.
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            data = reader.recv() => match data {
+                None => return Ok(()),
+                Some(data) => forward_stdin(mode, data, &mut inbound, &mut stdin_tx),
+            },
+        }
+    };
     if let ShellMode::V2 { .. } = mode {
         let code = exit_code(&status);
         writer.write(&packet(ID_EXIT, &[code])).await?;
     }
     Ok(())
+}
+
+/// Passes host data to the process: shell-v2 packets (stdin, close-stdin; window size ignored), or the raw
+/// bytes for the services without framing.
+fn forward_stdin(
+    mode: ShellMode,
+    data: Vec<u8>,
+    inbound: &mut Vec<u8>,
+    stdin_tx: &mut Option<mpsc::UnboundedSender<Vec<u8>>>,
+) {
+    if let ShellMode::V2 { .. } = mode {
+        inbound.extend_from_slice(&data);
+        while let Some((id, payload)) = take_packet(inbound) {
+            match id {
+                ID_STDIN => {
+                    if let Some(tx) = stdin_tx.as_ref() {
+                        let _ = tx.send(payload);
+                    }
+                }
+                ID_CLOSE_STDIN => *stdin_tx = None,
+                _ => {}
+            }
+        }
+    } else if let Some(tx) = stdin_tx.as_ref() {
+        let _ = tx.send(data);
+    }
 }
 
 /// The exit status as adbd reports it: the code, or 128 + the signal.

@@ -181,3 +181,38 @@ async fn the_binary_serves_a_farm_and_connects_it() {
     assert!(text(&bad.stderr).contains("there is no device 3"), "{}", text(&bad.stderr));
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_stream_kills_the_command_even_after_it_closed_its_output() {
+    let server = AdbServer::start().await.unwrap();
+    let dev = SimDevice::start(DeviceConfig::modern("killer")).await.unwrap();
+    let serial = server.connect(&dev).await.unwrap();
+    for (name, script) in [
+        ("open", "echo $$ > /data/local/tmp/open.pid; exec sleep 60"),
+        ("closed", "echo $$ > /data/local/tmp/closed.pid; exec >&- 2>&-; exec sleep 60"),
+    ] {
+        let mut child = server.adb_async();
+        child.args(["-s", &serial, "shell", script]);
+        let mut child = child.spawn().unwrap();
+        let pid_file = dev.path(&format!("/data/local/tmp/{name}.pid"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let pid = loop {
+            if let Ok(text) = std::fs::read_to_string(&pid_file)
+                && let Ok(pid) = text.trim().parse::<u32>()
+            {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "{name}: the command never started");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        child.kill().await.unwrap(); // the CLI goes away: the server closes the stream
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        {
+            assert!(std::time::Instant::now() < deadline, "{name}: sleep {pid} outlived its stream");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
