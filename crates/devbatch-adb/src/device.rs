@@ -408,12 +408,27 @@ impl AdbDevice {
         local: &Path,
     ) -> Result<TransferStats, AdbError> {
         let mut session = self.sync().await?;
-        let Some(st) = session.stat(remote).await? else {
+        let Some(mut st) = session.stat(remote).await? else {
             return Err(AdbError::Remote(format!(
                 "remote path '{remote}' does not exist on {}",
                 self.serial
             )));
         };
+        if st.is_symlink() && !remote.ends_with('/') {
+            // STAT (v1) does not follow a final symlink (`/sdcard` on old devices); a trailing
+            // slash makes the device resolve it.
+            // Some devices answer for the link itself even then; a link whose listing has
+            // entries is a directory too.
+            let slashed = format!("{remote}/");
+            match session.stat(&slashed).await? {
+                Some(target) if target.is_dir() => st = target,
+                _ => {
+                    if !session.list(&slashed).await?.is_empty() {
+                        st.mode = (st.mode & !0o170000) | 0o040000;
+                    }
+                }
+            }
+        }
         let guard = TempGuard::new(temp_beside(local));
         let mut stats = TransferStats::default();
         if st.is_dir() {

@@ -677,3 +677,29 @@ async fn devices_of_two_adb_servers_in_one_pool() {
     assert_eq!(result.get(&a).unwrap().result["stdout"], "on-first\n");
     assert_eq!(result.get(&b).unwrap().result["stdout"], "on-second\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_behind_a_symlink_is_pulled_from_old_and_new_devices() {
+    let server = server().await;
+    let (_n, new) = device(&server, DeviceConfig::modern("link-new")).await;
+    let (_o, old) = device(&server, DeviceConfig::legacy("link-old")).await;
+    let devices = discover(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    for serial in [&new, &old] {
+        let d = devices.iter().find(|d| d.id() == serial.as_str()).unwrap();
+        let out = d
+            .run(&Command::shell(
+                "mkdir -p /data/local/tmp/real/sub && echo one > /data/local/tmp/real/a.txt && echo two > /data/local/tmp/real/sub/b.txt && cd /data/local/tmp && ln -s real link",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(out.exit_code, 0, "{serial}: {out:?}");
+        let dest = dir.path().join(serial.replace(':', "_"));
+        let stats = d
+            .pull("/data/local/tmp/link", &dest)
+            .await
+            .unwrap_or_else(|e| panic!("{serial}: {e}"));
+        assert_eq!((stats.files, stats.bytes), (2, 8), "{serial}");
+        assert_eq!(std::fs::read(dest.join("sub/b.txt")).unwrap(), b"two\n");
+    }
+}
