@@ -209,7 +209,18 @@ async fn main() {
     match run(args).await {
         Ok(handles) => {
             eprintln!("adbd-sim: serving {} device(s); Ctrl-C to stop", handles.len());
-            let _ = tokio::signal::ctrl_c().await;
+            // SIGINT or SIGTERM: drop the devices so their sandboxes are removed.
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
             drop(handles);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
