@@ -161,6 +161,32 @@ fn write_props_file(ctl: &Path, props: &BTreeMap<String, String>) -> io::Result<
     std::fs::rename(tmp, ctl.join("props"))
 }
 
+/// Prefix of the per-device temporary directories.
+const SANDBOX_PREFIX: &str = "adbd-sim-";
+/// The file in each temporary directory naming the process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes temporary directories of simulator processes that died without cleaning up (killed by a signal
+/// or a test timeout). Only directories with an owner file naming a process that no longer exists are
+/// touched; this runs once per process.
+fn sweep_stale_sandboxes() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(SANDBOX_PREFIX) {
+                continue;
+            }
+            let Ok(owner) = std::fs::read_to_string(entry.path().join(OWNER_FILE)) else { continue };
+            let Ok(pid) = owner.trim().parse::<u32>() else { continue };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                tracing::debug!(dir = %entry.path().display(), pid, "removing a dead simulator's sandbox");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+}
+
 /// Starts simulated devices.
 #[derive(Debug, Clone, Copy)]
 pub struct SimDevice;
@@ -171,7 +197,9 @@ impl SimDevice {
     pub async fn start(config: DeviceConfig) -> io::Result<SimHandle> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let tmp = tempfile::Builder::new().prefix("adbd-sim-").tempdir()?;
+        sweep_stale_sandboxes();
+        let tmp = tempfile::Builder::new().prefix(SANDBOX_PREFIX).tempdir()?;
+        std::fs::write(tmp.path().join(OWNER_FILE), std::process::id().to_string())?;
         let root = match &config.root {
             Some(root) => root.clone(),
             None => tmp.path().join("root"),

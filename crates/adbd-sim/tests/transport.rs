@@ -119,3 +119,14 @@ async fn a_bad_magic_drops_the_link() {
     let n = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "expected the link to close");
 }
+
+#[tokio::test]
+async fn sandboxes_of_dead_simulators_are_swept_and_live_ones_kept() {
+    let dead = tempfile::Builder::new().prefix("adbd-sim-").tempdir().unwrap().keep();
+    std::fs::write(dead.join("owner.pid"), "4194305").unwrap(); // above the kernel's pid limit: never alive
+    let live = tempfile::Builder::new().prefix("adbd-sim-").tempdir().unwrap();
+    std::fs::write(live.path().join("owner.pid"), std::process::id().to_string()).unwrap();
+    let _dev = SimDevice::start(DeviceConfig::modern("sweeper")).await.unwrap();
+    assert!(!dead.exists(), "{} was not swept", dead.display());
+    assert!(live.path().exists());
+}
