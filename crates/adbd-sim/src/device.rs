@@ -174,7 +174,9 @@ fn sweep_stale_sandboxes() {
     SWEPT.call_once(|| {
         let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
         for entry in entries.flatten() {
-            if !entry.file_name().to_string_lossy().starts_with(SANDBOX_PREFIX) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // `adbd-sim-adb-*` belong to test adb servers: `testing::AdbServer` sweeps those itself.
+            if !name.starts_with(SANDBOX_PREFIX) || name.starts_with("adbd-sim-adb-") {
                 continue;
             }
             let Ok(owner) = std::fs::read_to_string(entry.path().join(OWNER_FILE)) else { continue };

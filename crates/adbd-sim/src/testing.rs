@@ -75,6 +75,38 @@ pub struct AdbServer {
     home: tempfile::TempDir,
 }
 
+/// Prefix of the test servers' temporary `HOME`s.
+const HOME_PREFIX: &str = "adbd-sim-adb-";
+
+/// Kills adb servers whose test process died without dropping its [`AdbServer`] (a test killed on a
+/// timeout), and removes their temporary `HOME`s. Only servers recorded in a `HOME` whose owner process is
+/// gone, and whose command line is still `adb ... nodaemon server`, are killed. Runs once per process.
+fn sweep_orphan_servers() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(HOME_PREFIX) {
+                continue;
+            }
+            let dir = entry.path();
+            let read_pid = |name: &str| -> Option<i32> { std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok() };
+            let Some(owner) = read_pid("owner.pid") else { continue };
+            if Path::new(&format!("/proc/{owner}")).exists() {
+                continue;
+            }
+            if let Some(server) = read_pid("server.pid") {
+                let cmdline = std::fs::read(format!("/proc/{server}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.contains("adb") && cmdline.contains("nodaemon server") {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
+}
+
 fn free_port() -> io::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -90,13 +122,21 @@ fn tail(path: &Path) -> String {
 }
 
 impl AdbServer {
-    /// Starts the server and waits until it answers `host:version`.
+    /// Starts the server (`$ADBD_SIM_ADB`, else `/usr/bin/adb`) and waits until it answers `host:version`.
     pub async fn start() -> Result<AdbServer, HarnessError> {
         let adb = std::env::var_os("ADBD_SIM_ADB").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ADB));
+        AdbServer::start_with(adb).await
+    }
+
+    /// Starts the server from this adb binary.
+    pub async fn start_with(adb: impl Into<PathBuf>) -> Result<AdbServer, HarnessError> {
+        let adb = adb.into();
         if !adb.is_file() {
             return Err(HarnessError::AdbMissing(adb));
         }
-        let home = tempfile::Builder::new().prefix("adbd-sim-adb-").tempdir()?;
+        sweep_orphan_servers();
+        let home = tempfile::Builder::new().prefix(HOME_PREFIX).tempdir()?;
+        std::fs::write(home.path().join("owner.pid"), std::process::id().to_string())?;
         let log_path = home.path().join("server.log");
         let mut last = None;
         for _ in 0..5 {
@@ -115,6 +155,7 @@ impl AdbServer {
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .spawn()?;
+            std::fs::write(home.path().join("server.pid"), child.id().to_string())?;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Some(status) = child.try_wait()? {
