@@ -216,3 +216,37 @@ async fn closing_the_stream_kills_the_command_even_after_it_closed_its_output() 
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_push_and_pull_recursively_on_both_generations() {
+    let server = AdbServer::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub dir/deeper")).unwrap();
+    std::fs::write(tree.join("top.txt"), b"top\n").unwrap();
+    std::fs::write(tree.join("sub dir/mid.bin"), vec![9u8; 70_000]).unwrap();
+    std::fs::write(tree.join("sub dir/deeper/leaf $x.txt"), b"leaf").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tree.join("top.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for config in [DeviceConfig::modern("dir-new"), DeviceConfig::legacy("dir-old")] {
+        let dev = SimDevice::start(config).await.unwrap();
+        let serial = server.connect(&dev).await.unwrap();
+        let out = run(&server, &["-s", &serial, "push", tree.to_str().unwrap(), "/sdcard/"]);
+        assert!(out.status.success(), "push: {}", text(&out.stdout) + &text(&out.stderr));
+        assert_eq!(std::fs::read(dev.path("/sdcard/tree/sub dir/deeper/leaf $x.txt")).unwrap(), b"leaf");
+        let mode = std::fs::metadata(dev.path("/sdcard/tree/top.txt")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+
+        let back = tmp.path().join(format!("back-{}", dev.port()));
+        std::fs::create_dir(&back).unwrap();
+        let out = run(&server, &["-s", &serial, "pull", "/sdcard/tree", back.to_str().unwrap()]);
+        assert!(out.status.success(), "pull: {}", text(&out.stdout) + &text(&out.stderr));
+        assert_eq!(std::fs::read(back.join("tree/sub dir/mid.bin")).unwrap(), vec![9u8; 70_000]);
+        assert_eq!(std::fs::read(back.join("tree/top.txt")).unwrap(), b"top\n");
+        assert_eq!(std::fs::read(back.join("tree/sub dir/deeper/leaf $x.txt")).unwrap(), b"leaf");
+
+        let out = run(&server, &["-s", &serial, "ls", "/sdcard/tree"]);
+        let listing = text(&out.stdout);
+        assert!(listing.contains(" top.txt\n") && listing.contains(" sub dir\n"), "{listing}");
+    }
+}
