@@ -31,11 +31,37 @@ const HANDSHAKE_ATTEMPTS: u32 = 8;
 /// How many times a refused channel open is tried in all.
 const CHANNEL_ATTEMPTS: u32 = 10;
 
-/// How far a connection attempt got, for timeout messages.
+/// How far a connection attempt got, for timeout messages, and what the server said before
+/// its SSH identification line (sshd writes "Exceeded MaxStartups" there when it drops us).
 #[derive(Debug, Default)]
-struct Progress(AtomicU8);
+struct Progress(AtomicU8, Mutex<Vec<u8>>);
 
 impl Progress {
+    /// Notes bytes received before the identification line; moves to the key exchange stage
+    /// once `SSH-` starts a line.
+    fn received(&self, bytes: &[u8]) {
+        if self.0.load(Ordering::Relaxed) >= Self::KEX {
+            return;
+        }
+        let mut seen = self.1.lock().expect("poisoned");
+        seen.extend_from_slice(bytes);
+        let found = seen.starts_with(b"SSH-") || seen.windows(5).any(|w| w == b"\nSSH-");
+        if found {
+            self.set(Self::KEX);
+        }
+        seen.truncate(1024);
+    }
+
+    /// Text the server sent before (or instead of) its identification line.
+    fn prelude(&self) -> String {
+        let seen = self.1.lock().expect("poisoned");
+        let end = seen
+            .windows(4)
+            .position(|w| w == b"SSH-")
+            .unwrap_or(seen.len());
+        String::from_utf8_lossy(&seen[..end]).trim().to_string()
+    }
+
     const TCP: u8 = 0;
     const BANNER: u8 = 1;
     const KEX: u8 = 2;
@@ -71,7 +97,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.progress.set(Progress::KEX);
+            self.progress.received(&buf.filled()[before..]);
         }
         r
     }
@@ -605,14 +631,18 @@ async fn attempt_once(
                 return Err(Attempt::Fatal(refused));
             }
             let stage = progress.stage();
+            let said = match progress.prelude() {
+                p if p.is_empty() => String::new(),
+                p => format!(" after saying {p:?}"),
+            };
             return Err(match &e {
                 russh::Error::IO(io) if is_drop(io) => Attempt::Dropped {
                     stage,
-                    message: io.to_string(),
+                    message: format!("{io}{said}"),
                 },
                 russh::Error::Disconnect | russh::Error::HUP => Attempt::Dropped {
                     stage,
-                    message: "the server closed the connection".into(),
+                    message: format!("the server closed the connection{said}"),
                 },
                 _ => Attempt::Fatal(SshError::Protocol {
                     target: display.to_string(),

@@ -518,3 +518,58 @@ async fn info_and_run_test_work_and_install_app_is_unsupported() {
         "unsupported: operation 'install_app' is not available for ssh devices (it is provided for: adb)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_keeps_dropping_handshakes_is_given_up_on() {
+    let sshd = Sshd::start(SshdOptions {
+        addrs: vec!["127.0.0.70".into()],
+        extra_config: "MaxStartups 1:100:1\n".into(),
+    });
+    // One unauthenticated connection that never answers fills the only startup slot. It may
+    // itself be dropped while the harness's readiness probe still counts: retry until sshd
+    // greets it.
+    let hog_deadline = Instant::now() + Duration::from_secs(20);
+    let _hog = loop {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect(("127.0.0.70", sshd.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut banner = [0u8; 4];
+        if s.read_exact(&mut banner).is_ok() && &banner == b"SSH-" {
+            break s;
+        }
+        assert!(
+            Instant::now() < hog_deadline,
+            "sshd never accepted the hog connection"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let d = device("busy", sshd.settings("127.0.0.70")).await;
+    let started = Instant::now();
+    let err = d
+        .run(&devbatch_core::Command::shell("true"))
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("connected to a full server:\n{}", sshd.log()));
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+    assert!(err.is_retryable() && err.never_started());
+    let msg = err.to_string();
+    let prefix = format!(
+        "unreachable: 127.0.0.70:{} closed the connection during the SSH banner exchange 8 time(s) (server overloaded, see sshd MaxStartups): ",
+        sshd.port
+    );
+    assert!(
+        msg.starts_with(&prefix) && msg.ends_with(" after saying \"Exceeded MaxStartups\""),
+        "{msg}"
+    );
+    // It backed off between attempts rather than hammering the server.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        sshd.log().matches("past MaxStartups").count() >= 8,
+        "{}",
+        sshd.log()
+    );
+}
