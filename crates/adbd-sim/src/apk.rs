@@ -11,7 +11,11 @@ pub(crate) fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     crc
@@ -34,7 +38,12 @@ pub struct TestApk {
 impl TestApk {
     /// An APK for `package`, version code 1, with `AndroidManifest.xml` and a small `classes.dex`.
     pub fn new(package: impl Into<String>) -> TestApk {
-        TestApk { package: package.into(), version_code: 1, fail_with: None, entries: Vec::new() }
+        TestApk {
+            package: package.into(),
+            version_code: 1,
+            fail_with: None,
+            entries: Vec::new(),
+        }
     }
 
     /// Sets `android:versionCode` (installing a lower one over a higher one fails with
@@ -59,15 +68,21 @@ impl TestApk {
 
     /// The APK bytes.
     pub fn build(&self) -> Vec<u8> {
-        let fail = self.fail_with.as_deref().map(|code| format!(" sim:installFailure=\"{code}\"")).unwrap_or_default();
+        let fail = self
+            .fail_with
+            .as_deref()
+            .map(|code| format!(" sim:installFailure=\"{code}\""))
+            .unwrap_or_default();
         let manifest = format!(
             "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<manifest \
              xmlns:android=\"http://schemas.android.com/apk/res/android\" package=\"{}\" \
              android:versionCode=\"{}\"{fail}>\n  <application android:label=\"{}\"/>\n</manifest>\n",
             self.package, self.version_code, self.package
         );
-        let mut entries: Vec<(&str, &[u8])> =
-            vec![("AndroidManifest.xml", manifest.as_bytes()), ("classes.dex", b"dex\n035\0adbd-sim test dex")];
+        let mut entries: Vec<(&str, &[u8])> = vec![
+            ("AndroidManifest.xml", manifest.as_bytes()),
+            ("classes.dex", b"dex\n035\0adbd-sim test dex"),
+        ];
         for (name, data) in &self.entries {
             entries.push((name, data));
         }
@@ -149,7 +164,10 @@ fn u32_at(d: &[u8], i: usize) -> Option<usize> {
 /// come from a text manifest (as [`TestApk`] writes); a binary manifest (a real APK) gives a package name
 /// made from the APK's CRC.
 pub(crate) fn parse_apk(data: &[u8]) -> Result<ApkInfo, ApkError> {
-    let not_apk = |why: &str| ApkError { code: "INSTALL_PARSE_FAILED_NOT_APK", message: why.to_string() };
+    let not_apk = |why: &str| ApkError {
+        code: "INSTALL_PARSE_FAILED_NOT_APK",
+        message: why.to_string(),
+    };
     if !data.starts_with(b"PK\x03\x04") {
         return Err(not_apk("Failed to parse: not a zip archive"));
     }
@@ -188,7 +206,8 @@ pub(crate) fn parse_apk(data: &[u8]) -> Result<ApkInfo, ApkError> {
         let name_len = u16_at(data, local + 26).unwrap_or(0);
         let extra_len = u16_at(data, local + 28).unwrap_or(0);
         let start = local + 30 + name_len + extra_len;
-        data.get(start..start + csize).map(|b| String::from_utf8_lossy(b).into_owned())
+        data.get(start..start + csize)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
     } else {
         None
     };
@@ -206,11 +225,17 @@ pub(crate) fn parse_apk(data: &[u8]) -> Result<ApkInfo, ApkError> {
             })?;
             Ok(ApkInfo {
                 package,
-                version_code: attr(text, "android:versionCode").and_then(|v| v.parse().ok()).unwrap_or(1),
+                version_code: attr(text, "android:versionCode")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
                 fail_with: attr(text, "sim:installFailure"),
             })
         }
-        None => Ok(ApkInfo { package: format!("sim.apk.x{:08x}", crc32(data)), version_code: 1, fail_with: None }),
+        None => Ok(ApkInfo {
+            package: format!("sim.apk.x{:08x}", crc32(data)),
+            version_code: 1,
+            fail_with: None,
+        }),
     }
 }
 
@@ -225,22 +250,39 @@ mod tests {
 
     #[test]
     fn built_apks_parse_back() {
-        let apk = TestApk::new("com.example.app").version_code(7).fail_with("INSTALL_FAILED_TEST_ONLY").build();
+        let apk = TestApk::new("com.example.app")
+            .version_code(7)
+            .fail_with("INSTALL_FAILED_TEST_ONLY")
+            .build();
         let info = parse_apk(&apk).unwrap();
         assert_eq!(info.package, "com.example.app");
         assert_eq!(info.version_code, 7);
         assert_eq!(info.fail_with.as_deref(), Some("INSTALL_FAILED_TEST_ONLY"));
         assert_eq!(parse_apk(&build_test_apk("a.b")).unwrap().fail_with, None);
-        assert_eq!(parse_apk(b"hello").unwrap_err().code, "INSTALL_PARSE_FAILED_NOT_APK");
+        assert_eq!(
+            parse_apk(b"hello").unwrap_err().code,
+            "INSTALL_PARSE_FAILED_NOT_APK"
+        );
         let no_manifest = write_stored_zip(&[("classes.dex", b"x")]);
-        assert_eq!(parse_apk(&no_manifest).unwrap_err().code, "INSTALL_PARSE_FAILED_BAD_MANIFEST");
+        assert_eq!(
+            parse_apk(&no_manifest).unwrap_err().code,
+            "INSTALL_PARSE_FAILED_BAD_MANIFEST"
+        );
         // The system unzip agrees that it is a zip.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.apk");
         std::fs::write(&path, &apk).unwrap();
         if std::path::Path::new("/usr/bin/unzip").exists() {
-            let out = std::process::Command::new("/usr/bin/unzip").arg("-t").arg(&path).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+            let out = std::process::Command::new("/usr/bin/unzip")
+                .arg("-t")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
         }
     }
 }

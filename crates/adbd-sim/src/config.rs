@@ -121,14 +121,19 @@ impl DeviceConfig {
             ("ro.build.version.sdk", "34"),
             ("ro.build.id", "UQ1A.240105.004"),
             ("ro.build.type", "userdebug"),
-            ("ro.build.fingerprint", "devbatch/sim_phone/simdev:14/UQ1A.240105.004/1:userdebug/test-keys"),
+            (
+                "ro.build.fingerprint",
+                "devbatch/sim_phone/simdev:14/UQ1A.240105.004/1:userdebug/test-keys",
+            ),
             ("ro.hardware", "ranchu"),
             ("ro.kernel.qemu", "0"),
             ("persist.sys.locale", "en-US"),
             ("sys.boot_completed", "1"),
         ];
-        let mut props: BTreeMap<String, String> =
-            props.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut props: BTreeMap<String, String> = props
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         props.insert("ro.serialno".into(), serial.clone());
         DeviceConfig {
             device_serial: serial,
@@ -139,7 +144,10 @@ impl DeviceConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             root: None,
             fault: Fault::None,
-            reboot: RebootBehavior::Returns { down: Duration::from_secs(2), booting: Duration::from_secs(1) },
+            reboot: RebootBehavior::Returns {
+                down: Duration::from_secs(2),
+                booting: Duration::from_secs(1),
+            },
         }
     }
 
@@ -160,7 +168,10 @@ impl DeviceConfig {
             ("ro.build.version.release", "6.0.1"),
             ("ro.build.version.sdk", "23"),
             ("ro.build.id", "MOB31T"),
-            ("ro.build.fingerprint", "devbatch/sim_legacy/simold:6.0.1/MOB31T/1:userdebug/test-keys"),
+            (
+                "ro.build.fingerprint",
+                "devbatch/sim_legacy/simold:6.0.1/MOB31T/1:userdebug/test-keys",
+            ),
         ] {
             config.props.insert(k.into(), v.into());
         }
@@ -254,7 +265,11 @@ impl DeviceConfig {
         let get = |k: &str| props.get(k).map(String::as_str).unwrap_or("");
         format!(
             "{}::ro.product.name={};ro.product.model={};ro.product.device={};features={}",
-            if mode == BootMode::Recovery { "recovery" } else { "device" },
+            if mode == BootMode::Recovery {
+                "recovery"
+            } else {
+                "device"
+            },
             get("ro.product.name"),
             get("ro.product.model"),
             get("ro.product.device"),

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{BootMode, DeviceConfig, Fault, RebootBehavior};
 use crate::instrument::InstrumentationScript;
 use crate::pm::{InstallOutcome, PackageManager};
-use crate::proto::{A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, AUTH_TOKEN, Message, command_name};
+use crate::proto::{
+    A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, AUTH_TOKEN, Message, command_name,
+};
 use crate::services::{self, Service};
 
 /// Locks a mutex, ignoring poisoning (the data are plain values that stay consistent).
@@ -57,7 +59,10 @@ impl Shared {
     fn set_fault(&self, fault: Fault) {
         *lock(&self.fault) = fault;
         self.fault_bytes.store(0, Ordering::SeqCst);
-        if matches!(fault, Fault::NeverAnswer | Fault::Unauthorized | Fault::CloseImmediately) {
+        if matches!(
+            fault,
+            Fault::NeverAnswer | Fault::Unauthorized | Fault::CloseImmediately
+        ) {
             self.drop_links();
         }
     }
@@ -112,7 +117,9 @@ impl Shared {
         self.set_prop("sys.boot_completed", "0");
         *lock(&self.mode) = mode;
         match (behavior, mode) {
-            (RebootBehavior::NeverReturns, _) | (_, BootMode::Bootloader) => *lock(&self.available_at) = None,
+            (RebootBehavior::NeverReturns, _) | (_, BootMode::Bootloader) => {
+                *lock(&self.available_at) = None
+            }
             (RebootBehavior::Returns { down, .. }, BootMode::Recovery) => {
                 *lock(&self.available_at) = Some(Instant::now() + down);
             }
@@ -207,10 +214,16 @@ impl SimDevice {
             None => tmp.path().join("root"),
         };
         // The sandbox path is pasted into shell command lines (Android paths are rewritten to it).
-        if root.to_string_lossy().contains(|c: char| !(c.is_ascii_alphanumeric() || "/._-+@%,:".contains(c))) {
+        if root
+            .to_string_lossy()
+            .contains(|c: char| !(c.is_ascii_alphanumeric() || "/._-+@%,:".contains(c)))
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("sandbox directory {} must contain only letters, digits and /._-+@%,:", root.display()),
+                format!(
+                    "sandbox directory {} must contain only letters, digits and /._-+@%,:",
+                    root.display()
+                ),
             ));
         }
         let ctl = tmp.path().join("ctl");
@@ -376,7 +389,10 @@ impl SimHandle {
 
     /// Installs `package` directly (version code 1), e.g. before an uninstall test.
     pub fn preinstall(&self, package: &str) {
-        lock(&self.shared.pm).packages.insert(package.to_string(), crate::pm::Installed { version_code: 1 });
+        lock(&self.shared.pm).packages.insert(
+            package.to_string(),
+            crate::pm::Installed { version_code: 1 },
+        );
     }
 
     /// Sets the test run `am instrument` replays.
@@ -447,14 +463,17 @@ impl StreamWriter {
     /// Sends `data` as WRTE messages of at most the link's payload size, each after the host's OKAY.
     pub(crate) async fn write(&self, data: &[u8]) -> io::Result<()> {
         for chunk in data.chunks(self.max) {
-            let permit = self
-                .credit
-                .acquire()
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "stream closed by the host"))?;
+            let permit = self.credit.acquire().await.map_err(|_| {
+                io::Error::new(io::ErrorKind::BrokenPipe, "stream closed by the host")
+            })?;
             permit.forget();
             self.out
-                .send(Message::new(A_WRTE, self.local, self.remote, chunk.to_vec()))
+                .send(Message::new(
+                    A_WRTE,
+                    self.local,
+                    self.remote,
+                    chunk.to_vec(),
+                ))
                 .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "link closed"))?;
         }
         Ok(())
@@ -478,7 +497,9 @@ impl StreamReader {
     /// The next chunk the host wrote; `None` once the host closed the stream (or the link dropped).
     pub(crate) async fn recv(&mut self) -> Option<Vec<u8>> {
         let data = self.inbound.recv().await?;
-        let _ = self.out.send(Message::new(A_OKAY, self.local, self.remote, Vec::new()));
+        let _ = self
+            .out
+            .send(Message::new(A_OKAY, self.local, self.remote, Vec::new()));
         Some(data)
     }
 }
@@ -497,7 +518,11 @@ struct Slot {
 
 type StreamTable = Arc<Mutex<HashMap<u32, Slot>>>;
 
-async fn serve_link(shared: &Arc<Shared>, tcp: TcpStream, token: CancellationToken) -> io::Result<()> {
+async fn serve_link(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    token: CancellationToken,
+) -> io::Result<()> {
     if shared.fault() == Fault::CloseImmediately {
         return Ok(());
     }
@@ -556,7 +581,10 @@ async fn write_loop(
         if let Fault::SlowLink(bps) = shared.fault()
             && slow_bytes > 0
         {
-            tokio::time::sleep(Duration::from_secs_f64(slow_bytes as f64 / bps.max(1) as f64)).await;
+            tokio::time::sleep(Duration::from_secs_f64(
+                slow_bytes as f64 / bps.max(1) as f64,
+            ))
+            .await;
         }
     }
 }
@@ -568,8 +596,12 @@ async fn link_loop(
     token: &CancellationToken,
 ) -> io::Result<()> {
     // Handshake: wait for the host's CNXN.
-    let (version, max) = loop {
-        let Some(msg) = Message::read(rd).await? else { return Ok(()) };
+    // The device always fills in checksums, which both protocol versions accept, so the negotiated version
+    // only shows in the log.
+    let max = loop {
+        let Some(msg) = Message::read(rd).await? else {
+            return Ok(());
+        };
         match msg.command {
             A_CNXN => match shared.fault() {
                 Fault::NeverAnswer => {
@@ -588,9 +620,14 @@ async fn link_loop(
                     let version = msg.arg0.min(shared.config.version);
                     let max = msg.arg1.min(shared.config.max_data).max(256) as usize;
                     let banner = shared.config.banner(*lock(&shared.mode), &shared.props());
-                    let _ = tx.send(Message::new(A_CNXN, shared.config.version, shared.config.max_data, banner.into()));
+                    let _ = tx.send(Message::new(
+                        A_CNXN,
+                        shared.config.version,
+                        shared.config.max_data,
+                        banner.into(),
+                    ));
                     tracing::debug!(addr = %shared.addr, version, max, "link online");
-                    break (version, max);
+                    break max;
                 }
             },
             A_AUTH if shared.fault() == Fault::Unauthorized => {
@@ -600,10 +637,12 @@ async fn link_loop(
                     send_token(&tx);
                 }
             }
-            other => tracing::debug!(command = command_name(other), "ignored before the handshake"),
+            other => tracing::debug!(
+                command = command_name(other),
+                "ignored before the handshake"
+            ),
         }
     };
-    let _ = version;
 
     let table: StreamTable = Arc::new(Mutex::new(HashMap::new()));
     let next_id = AtomicU32::new(1);
@@ -611,7 +650,9 @@ async fn link_loop(
     loop {
         // Reap finished stream tasks without blocking (a read must never be cancelled midway).
         while tasks.try_join_next().is_some() {}
-        let Some(msg) = Message::read(rd).await? else { return Ok(()) };
+        let Some(msg) = Message::read(rd).await? else {
+            return Ok(());
+        };
         let fault = shared.fault();
         if fault == Fault::Hang {
             continue;
@@ -619,8 +660,10 @@ async fn link_loop(
         match msg.command {
             A_OPEN => {
                 let remote = msg.arg0;
-                let name = String::from_utf8_lossy(msg.payload.strip_suffix(b"\0").unwrap_or(&msg.payload))
-                    .into_owned();
+                let name = String::from_utf8_lossy(
+                    msg.payload.strip_suffix(b"\0").unwrap_or(&msg.payload),
+                )
+                .into_owned();
                 let Some(service) = Service::parse(&name) else {
                     tracing::debug!(addr = %shared.addr, service = %name, "refused");
                     let _ = tx.send(Message::new(A_CLSE, 0, remote, Vec::new()));
@@ -630,11 +673,29 @@ async fn link_loop(
                 let local = next_id.fetch_add(1, Ordering::SeqCst);
                 let (in_tx, in_rx) = mpsc::unbounded_channel();
                 let credit = Arc::new(Semaphore::new(1));
-                lock(&table).insert(local, Slot { remote, inbound: in_tx, credit: Arc::clone(&credit) });
+                lock(&table).insert(
+                    local,
+                    Slot {
+                        remote,
+                        inbound: in_tx,
+                        credit: Arc::clone(&credit),
+                    },
+                );
                 let _ = tx.send(Message::new(A_OKAY, local, remote, Vec::new()));
                 let io = StreamIo {
-                    reader: StreamReader { local, remote, inbound: in_rx, out: tx.clone() },
-                    writer: StreamWriter { local, remote, out: tx.clone(), credit, max },
+                    reader: StreamReader {
+                        local,
+                        remote,
+                        inbound: in_rx,
+                        out: tx.clone(),
+                    },
+                    writer: StreamWriter {
+                        local,
+                        remote,
+                        out: tx.clone(),
+                        credit,
+                        max,
+                    },
                 };
                 let shared = Arc::clone(shared);
                 let table = Arc::clone(&table);
@@ -649,7 +710,10 @@ async fn link_loop(
             }
             A_WRTE => {
                 if let Fault::SlowLink(bps) = fault {
-                    tokio::time::sleep(Duration::from_secs_f64(msg.payload.len() as f64 / bps.max(1) as f64)).await;
+                    tokio::time::sleep(Duration::from_secs_f64(
+                        msg.payload.len() as f64 / bps.max(1) as f64,
+                    ))
+                    .await;
                 }
                 if !shared.pass_payload(msg.payload.len()) {
                     token.cancel();
@@ -675,7 +739,9 @@ async fn link_loop(
             }
             A_CLSE => {
                 let mut table = lock(&table);
-                if table.get(&msg.arg1).is_some_and(|slot| slot.remote == msg.arg0)
+                if table
+                    .get(&msg.arg1)
+                    .is_some_and(|slot| slot.remote == msg.arg0)
                     && let Some(slot) = table.remove(&msg.arg1)
                 {
                     slot.credit.close();
@@ -684,7 +750,12 @@ async fn link_loop(
             A_CNXN => {
                 // The host restarted the handshake on this link: answer again.
                 let banner = shared.config.banner(*lock(&shared.mode), &shared.props());
-                let _ = tx.send(Message::new(A_CNXN, shared.config.version, shared.config.max_data, banner.into()));
+                let _ = tx.send(Message::new(
+                    A_CNXN,
+                    shared.config.version,
+                    shared.config.max_data,
+                    banner.into(),
+                ));
             }
             other => tracing::debug!(command = command_name(other), "ignored"),
         }

@@ -59,12 +59,25 @@ pub const DEFAULT_CRASH: &str = "java.lang.NullPointerException: Attempt to invo
 impl InstrumentationScript {
     /// An empty run (no tests: `OK (0 tests)`).
     pub fn new() -> InstrumentationScript {
-        InstrumentationScript { tests: Vec::new(), crash_before: None, per_test: Duration::from_millis(20) }
+        InstrumentationScript {
+            tests: Vec::new(),
+            crash_before: None,
+            per_test: Duration::from_millis(20),
+        }
     }
 
     /// Adds a test.
-    pub fn test(mut self, class: &str, method: &str, outcome: TestOutcome) -> InstrumentationScript {
-        self.tests.push(ScriptedTest { class: class.into(), method: method.into(), outcome });
+    pub fn test(
+        mut self,
+        class: &str,
+        method: &str,
+        outcome: TestOutcome,
+    ) -> InstrumentationScript {
+        self.tests.push(ScriptedTest {
+            class: class.into(),
+            method: method.into(),
+            outcome,
+        });
         self
     }
 
@@ -93,7 +106,9 @@ impl InstrumentationScript {
 
     /// The tests a `-e class` filter selects (`Class`, `Class#method`, comma-separated), in order.
     fn selected(&self, filter: Option<&str>) -> Vec<&ScriptedTest> {
-        let Some(filter) = filter else { return self.tests.iter().collect() };
+        let Some(filter) = filter else {
+            return self.tests.iter().collect();
+        };
         self.tests
             .iter()
             .filter(|t| {
@@ -106,14 +121,24 @@ impl InstrumentationScript {
     }
 
     /// The output chunks of a run (each after `per_test`), for the raw (`-r`) format or the human one.
-    pub(crate) fn replay(&self, runner_id: &str, filter: Option<&str>, raw: bool) -> Vec<(Duration, String)> {
+    pub(crate) fn replay(
+        &self,
+        runner_id: &str,
+        filter: Option<&str>,
+        raw: bool,
+    ) -> Vec<(Duration, String)> {
         let tests = self.selected(filter);
         let total = tests.len();
         let mut chunks = Vec::new();
         let mut human = String::new();
         let mut failures = Vec::new();
         let mut last_class = String::new();
-        let status = |out: &mut String, t: &ScriptedTest, current: usize, stream: &str, extra: &str, code: i32| {
+        let status = |out: &mut String,
+                      t: &ScriptedTest,
+                      current: usize,
+                      stream: &str,
+                      extra: &str,
+                      code: i32| {
             let _ = write!(
                 out,
                 "INSTRUMENTATION_STATUS: class={}\nINSTRUMENTATION_STATUS: current={current}\n\
@@ -126,7 +151,11 @@ impl InstrumentationScript {
         for (i, t) in tests.iter().enumerate() {
             let current = i + 1;
             let mut out = String::new();
-            let header = if t.class != last_class { format!("\n{}:", t.class) } else { String::new() };
+            let header = if t.class != last_class {
+                format!("\n{}:", t.class)
+            } else {
+                String::new()
+            };
             last_class = t.class.clone();
             status(&mut out, t, current, &header, "", 1);
             human.push_str(&header);
@@ -152,7 +181,14 @@ impl InstrumentationScript {
                 }
                 TestOutcome::Fail(stack) => {
                     let stream = format!("\nError in {}({}):\n{stack}\n", t.method, t.class);
-                    status(&mut out, t, current, &stream, &format!("INSTRUMENTATION_STATUS: stack={stack}\n"), -2);
+                    status(
+                        &mut out,
+                        t,
+                        current,
+                        &stream,
+                        &format!("INSTRUMENTATION_STATUS: stack={stack}\n"),
+                        -2,
+                    );
                     human.push('E');
                     failures.push((t, stack.clone()));
                 }
@@ -160,7 +196,14 @@ impl InstrumentationScript {
                     status(&mut out, t, current, "", "", -3);
                 }
                 TestOutcome::AssumptionFailure(stack) => {
-                    status(&mut out, t, current, "", &format!("INSTRUMENTATION_STATUS: stack={stack}\n"), -4);
+                    status(
+                        &mut out,
+                        t,
+                        current,
+                        "",
+                        &format!("INSTRUMENTATION_STATUS: stack={stack}\n"),
+                        -4,
+                    );
                 }
             }
             if raw {
@@ -170,7 +213,11 @@ impl InstrumentationScript {
         let seconds = self.per_test.as_secs_f64() * total as f64;
         let mut summary = format!("\n\nTime: {seconds:.3}\n");
         if failures.is_empty() {
-            let _ = write!(summary, "\nOK ({total} test{})\n\n\n", if total == 1 { "" } else { "s" });
+            let _ = write!(
+                summary,
+                "\nOK ({total} test{})\n\n\n",
+                if total == 1 { "" } else { "s" }
+            );
         } else {
             let _ = writeln!(
                 summary,
@@ -182,10 +229,17 @@ impl InstrumentationScript {
             for (n, (t, stack)) in failures.iter().enumerate() {
                 let _ = write!(summary, "{}) {}({})\n{stack}\n", n + 1, t.method, t.class);
             }
-            let _ = write!(summary, "\nFAILURES!!!\nTests run: {total},  Failures: {}\n\n\n", failures.len());
+            let _ = write!(
+                summary,
+                "\nFAILURES!!!\nTests run: {total},  Failures: {}\n\n\n",
+                failures.len()
+            );
         }
         if raw {
-            chunks.push((Duration::ZERO, format!("INSTRUMENTATION_RESULT: stream={summary}INSTRUMENTATION_CODE: -1\n")));
+            chunks.push((
+                Duration::ZERO,
+                format!("INSTRUMENTATION_RESULT: stream={summary}INSTRUMENTATION_CODE: -1\n"),
+            ));
         } else {
             chunks.push((self.per_test * total as u32, format!("{human}{summary}")));
         }
@@ -199,23 +253,46 @@ mod tests {
 
     #[test]
     fn raw_stream_has_start_and_end_status_per_test() {
-        let script = InstrumentationScript::new()
-            .pass("a.T", "one")
-            .fail("a.T", "two", "java.lang.AssertionError: boom\n\tat a.T.two(T.java:9)");
-        let text: String = script.replay("AndroidJUnitRunner", None, true).into_iter().map(|(_, s)| s).collect();
+        let script = InstrumentationScript::new().pass("a.T", "one").fail(
+            "a.T",
+            "two",
+            "java.lang.AssertionError: boom\n\tat a.T.two(T.java:9)",
+        );
+        let text: String = script
+            .replay("AndroidJUnitRunner", None, true)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         assert_eq!(text.matches("INSTRUMENTATION_STATUS_CODE: 1\n").count(), 2);
-        assert!(text.contains("INSTRUMENTATION_STATUS: test=one\nINSTRUMENTATION_STATUS_CODE: 0\n"), "{text}");
-        assert!(text.contains("INSTRUMENTATION_STATUS: stack=java.lang.AssertionError: boom\n\tat a.T.two(T.java:9)\n"));
-        assert!(text.contains("INSTRUMENTATION_STATUS: test=two\nINSTRUMENTATION_STATUS_CODE: -2\n"));
-        assert!(text.contains("FAILURES!!!\nTests run: 2,  Failures: 1\n"), "{text}");
+        assert!(
+            text.contains("INSTRUMENTATION_STATUS: test=one\nINSTRUMENTATION_STATUS_CODE: 0\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "INSTRUMENTATION_STATUS: stack=java.lang.AssertionError: boom\n\tat a.T.two(T.java:9)\n"
+        ));
+        assert!(
+            text.contains("INSTRUMENTATION_STATUS: test=two\nINSTRUMENTATION_STATUS_CODE: -2\n")
+        );
+        assert!(
+            text.contains("FAILURES!!!\nTests run: 2,  Failures: 1\n"),
+            "{text}"
+        );
         assert!(text.ends_with("INSTRUMENTATION_CODE: -1\n"));
 
         let only = script.replay("R", Some("a.T#one"), true);
         let text: String = only.into_iter().map(|(_, s)| s).collect();
-        assert!(text.contains("numtests=1") && text.contains("OK (1 test)"), "{text}");
+        assert!(
+            text.contains("numtests=1") && text.contains("OK (1 test)"),
+            "{text}"
+        );
 
         let crash = InstrumentationScript::default().crash_at(1, DEFAULT_CRASH);
-        let text: String = crash.replay("R", None, true).into_iter().map(|(_, s)| s).collect();
+        let text: String = crash
+            .replay("R", None, true)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         assert!(text.ends_with("shortMsg=Process crashed.\nINSTRUMENTATION_RESULT: longMsg=java.lang.NullPointerException: Attempt to invoke virtual method 'void android.view.View.performClick()' on a null object reference\nINSTRUMENTATION_CODE: 0\n"), "{text}");
         assert_eq!(text.matches("INSTRUMENTATION_STATUS_CODE: 0").count(), 1);
     }

@@ -57,8 +57,8 @@ mod tools;
 
 pub mod testing;
 
-pub use config::{BootMode, DeviceConfig, Fault, MODERN_FEATURES, RebootBehavior};
 pub use apk::{TestApk, build_test_apk};
+pub use config::{BootMode, DeviceConfig, Fault, MODERN_FEATURES, RebootBehavior};
 pub use device::{SimDevice, SimHandle};
 pub use instrument::{DEFAULT_CRASH, InstrumentationScript, ScriptedTest, TestOutcome};
 pub use pm::InstallOutcome;

@@ -31,7 +31,10 @@ pub enum InstallOutcome {
 impl InstallOutcome {
     /// `Failure [CODE]` with exit status 0.
     pub fn failure(code: impl Into<String>) -> InstallOutcome {
-        InstallOutcome::Failure { code: code.into(), exit_status: 0 }
+        InstallOutcome::Failure {
+            code: code.into(),
+            exit_status: 0,
+        }
     }
 
     /// A `SecurityException` trace, as a device management policy or a broken package service prints it,
@@ -71,10 +74,20 @@ pub(crate) struct PackageManager {
 impl Default for PackageManager {
     fn default() -> PackageManager {
         let mut packages = BTreeMap::new();
-        for system in ["android", "com.android.shell", "com.android.systemui", "com.android.settings"] {
+        for system in [
+            "android",
+            "com.android.shell",
+            "com.android.systemui",
+            "com.android.settings",
+        ] {
             packages.insert(system.to_string(), Installed { version_code: 34 });
         }
-        PackageManager { packages, outcome: InstallOutcome::Install, next_session: 1001, sessions: BTreeMap::new() }
+        PackageManager {
+            packages,
+            outcome: InstallOutcome::Install,
+            next_session: 1001,
+            sessions: BTreeMap::new(),
+        }
     }
 }
 
@@ -95,27 +108,50 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub(crate) fn out(text: impl Into<String>, status: u8) -> Reply {
-        Reply { out: text.into(), err: String::new(), status }
+        Reply {
+            out: text.into(),
+            err: String::new(),
+            status,
+        }
     }
 
     pub(crate) fn err(text: impl Into<String>, status: u8) -> Reply {
-        Reply { out: String::new(), err: text.into(), status }
+        Reply {
+            out: String::new(),
+            err: text.into(),
+            status,
+        }
     }
 }
 
 impl PackageManager {
     /// Installs an APK. `legacy`: a pre-Android-7 package manager (no implicit replace).
-    pub(crate) fn install(&mut self, apk: &[u8], flags: InstallFlags, legacy: bool) -> (Reply, Option<String>) {
+    pub(crate) fn install(
+        &mut self,
+        apk: &[u8],
+        flags: InstallFlags,
+        legacy: bool,
+    ) -> (Reply, Option<String>) {
         match &self.outcome {
             InstallOutcome::Install => {}
             InstallOutcome::Failure { code, exit_status } => {
-                return (Reply::out(format!("Failure [{code}]\n"), *exit_status), None);
+                return (
+                    Reply::out(format!("Failure [{code}]\n"), *exit_status),
+                    None,
+                );
             }
-            InstallOutcome::Exception { text, exit_status } => return (Reply::err(text.clone(), *exit_status), None),
+            InstallOutcome::Exception { text, exit_status } => {
+                return (Reply::err(text.clone(), *exit_status), None);
+            }
         }
         let info = match parse_apk(apk) {
             Ok(info) => info,
-            Err(err) => return (Reply::out(format!("Failure [{}: {}]\n", err.code, err.message), 1), None),
+            Err(err) => {
+                return (
+                    Reply::out(format!("Failure [{}: {}]\n", err.code, err.message), 1),
+                    None,
+                );
+            }
         };
         if let Some(code) = &info.fail_with {
             return (Reply::out(format!("Failure [{code}]\n"), 1), None);
@@ -124,7 +160,10 @@ impl PackageManager {
             if legacy && !flags.replace {
                 return (
                     Reply::out(
-                        format!("Failure [INSTALL_FAILED_ALREADY_EXISTS: Attempt to re-install {} without first uninstalling.]\n", info.package),
+                        format!(
+                            "Failure [INSTALL_FAILED_ALREADY_EXISTS: Attempt to re-install {} without first uninstalling.]\n",
+                            info.package
+                        ),
                         1,
                     ),
                     None,
@@ -143,7 +182,12 @@ impl PackageManager {
                 );
             }
         }
-        self.packages.insert(info.package.clone(), Installed { version_code: info.version_code });
+        self.packages.insert(
+            info.package.clone(),
+            Installed {
+                version_code: info.version_code,
+            },
+        );
         (Reply::out("Success\n", 0), Some(info.package))
     }
 
@@ -190,19 +234,50 @@ mod tests {
         let v2 = TestApk::new("com.x").version_code(2).build();
         let v1 = TestApk::new("com.x").version_code(1).build();
         let flags = InstallFlags::default();
-        assert_eq!(pm.install(&v2, flags, false), (Reply::out("Success\n", 0), Some("com.x".into())));
+        assert_eq!(
+            pm.install(&v2, flags, false),
+            (Reply::out("Success\n", 0), Some("com.x".into()))
+        );
         let (reply, pkg) = pm.install(&v1, flags, false);
-        assert!(reply.out.starts_with("Failure [INSTALL_FAILED_VERSION_DOWNGRADE"), "{reply:?}");
+        assert!(
+            reply
+                .out
+                .starts_with("Failure [INSTALL_FAILED_VERSION_DOWNGRADE"),
+            "{reply:?}"
+        );
         assert_eq!((reply.status, pkg), (1, None));
-        let (reply, _) = pm.install(&v1, InstallFlags { downgrade: true, ..flags }, false);
+        let (reply, _) = pm.install(
+            &v1,
+            InstallFlags {
+                downgrade: true,
+                ..flags
+            },
+            false,
+        );
         assert_eq!(reply.out, "Success\n");
         let (reply, _) = pm.install(&v1, flags, true);
-        assert!(reply.out.starts_with("Failure [INSTALL_FAILED_ALREADY_EXISTS"), "{reply:?}");
+        assert!(
+            reply
+                .out
+                .starts_with("Failure [INSTALL_FAILED_ALREADY_EXISTS"),
+            "{reply:?}"
+        );
         let (reply, _) = pm.install(b"not a zip", flags, false);
-        assert!(reply.out.starts_with("Failure [INSTALL_PARSE_FAILED_NOT_APK"), "{reply:?}");
+        assert!(
+            reply
+                .out
+                .starts_with("Failure [INSTALL_PARSE_FAILED_NOT_APK"),
+            "{reply:?}"
+        );
         pm.outcome = InstallOutcome::failure("INSTALL_FAILED_INSUFFICIENT_STORAGE");
-        assert_eq!(pm.install(&v2, flags, false).0, Reply::out("Failure [INSTALL_FAILED_INSUFFICIENT_STORAGE]\n", 0));
+        assert_eq!(
+            pm.install(&v2, flags, false).0,
+            Reply::out("Failure [INSTALL_FAILED_INSUFFICIENT_STORAGE]\n", 0)
+        );
         assert_eq!(pm.uninstall("com.x").out, "Success\n");
-        assert_eq!(pm.uninstall("com.x"), Reply::out("Failure [DELETE_FAILED_INTERNAL_ERROR]\n", 1));
+        assert_eq!(
+            pm.uninstall("com.x"),
+            Reply::out("Failure [DELETE_FAILED_INTERNAL_ERROR]\n", 1)
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! A minimal PNG encoder (8-bit RGB, zlib stored blocks) for `screencap -p`.
 
-use crate::apk::{crc32_update};
+use crate::apk::crc32_update;
 
 fn adler32(data: &[u8]) -> u32 {
     let (mut a, mut b) = (1u32, 0u32);
@@ -66,7 +66,11 @@ pub(crate) fn screen(seed: u32, shot: u32, width: u32, height: u32) -> Vec<u8> {
             } else if tile {
                 [base[0] ^ 0x80, base[1] ^ 0x80, base[2] ^ 0x80]
             } else {
-                [base[0].wrapping_add((y * 255 / height) as u8 / 4), base[1], base[2].wrapping_add((x * 255 / width) as u8 / 4)]
+                [
+                    base[0].wrapping_add((y * 255 / height) as u8 / 4),
+                    base[1],
+                    base[2].wrapping_add((x * 255 / width) as u8 / 4),
+                ]
             };
             rgb.extend_from_slice(&px);
         }

@@ -39,13 +39,21 @@ pub(crate) struct Message {
 
 impl Message {
     pub(crate) fn new(command: u32, arg0: u32, arg1: u32, payload: Vec<u8>) -> Message {
-        Message { command, arg0, arg1, payload }
+        Message {
+            command,
+            arg0,
+            arg1,
+            payload,
+        }
     }
 
     /// The wire bytes: header (with the byte-sum checksum and the magic) and payload.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24 + self.payload.len());
-        let check: u32 = self.payload.iter().fold(0u32, |acc, b| acc.wrapping_add(u32::from(*b)));
+        let check: u32 = self
+            .payload
+            .iter()
+            .fold(0u32, |acc, b| acc.wrapping_add(u32::from(*b)));
         for word in [
             self.command,
             self.arg0,
@@ -70,11 +78,15 @@ impl Message {
                 if got == 0 {
                     return Ok(None);
                 }
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "link closed inside a message header"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "link closed inside a message header",
+                ));
             }
             got += n;
         }
-        let word = |i: usize| u32::from_le_bytes(header[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        let word =
+            |i: usize| u32::from_le_bytes(header[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
         let (command, arg0, arg1, len, magic) = (word(0), word(1), word(2), word(3), word(5));
         if magic != command ^ 0xFFFF_FFFF {
             return Err(io::Error::new(
@@ -83,14 +95,25 @@ impl Message {
             ));
         }
         if !matches!(command, A_CNXN | A_AUTH | A_OPEN | A_OKAY | A_CLSE | A_WRTE) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown command {command:#010x}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unknown command {command:#010x}"),
+            ));
         }
         if len > MAX_ACCEPTED_PAYLOAD {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("oversized payload of {len} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("oversized payload of {len} bytes"),
+            ));
         }
         let mut payload = vec![0u8; len as usize];
         reader.read_exact(&mut payload).await?;
-        Ok(Some(Message { command, arg0, arg1, payload }))
+        Ok(Some(Message {
+            command,
+            arg0,
+            arg1,
+            payload,
+        }))
     }
 }
 

@@ -5,8 +5,19 @@ use std::path::{Component, Path, PathBuf};
 /// Top-level Android directories whose absolute paths in shell command lines are rewritten into the sandbox.
 /// `/dev`, `/proc` and `/sys` stay the host's (`/dev/null` must keep working).
 const ANDROID_TOP_DIRS: &[&str] = &[
-    "data", "sdcard", "storage", "system", "vendor", "product", "system_ext", "mnt", "cache", "odm", "apex",
-    "oem", "metadata",
+    "data",
+    "sdcard",
+    "storage",
+    "system",
+    "vendor",
+    "product",
+    "system_ext",
+    "mnt",
+    "cache",
+    "odm",
+    "apex",
+    "oem",
+    "metadata",
 ];
 
 /// Maps an Android path (absolute, or relative to `/`) to a path below `root`. `.` and `..` are resolved
@@ -39,15 +50,30 @@ pub(crate) fn rewrite_command(command: &str, root: &Path) -> String {
     let mut last = 0;
     while i < bytes.len() {
         if bytes[i] == b'/' {
-            let boundary = i == 0 || matches!(bytes[i - 1], b' ' | b'\t' | b'\n' | b'\'' | b'"' | b'=' | b':' | b'(' | b';' | b'|' | b'&' | b'<' | b'>' | b'`');
+            let boundary = i == 0
+                || matches!(
+                    bytes[i - 1],
+                    b' ' | b'\t'
+                        | b'\n'
+                        | b'\''
+                        | b'"'
+                        | b'='
+                        | b':'
+                        | b'('
+                        | b';'
+                        | b'|'
+                        | b'&'
+                        | b'<'
+                        | b'>'
+                        | b'`'
+                );
             if boundary {
                 let rest = &command[i + 1..];
                 let hit = ANDROID_TOP_DIRS.iter().any(|dir| {
                     rest.starts_with(dir)
-                        && rest[dir.len()..]
-                            .bytes()
-                            .next()
-                            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.'))
+                        && rest[dir.len()..].bytes().next().is_none_or(|c| {
+                            !(c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.')
+                        })
                 });
                 if hit {
                     out.push_str(&command[last..i]);
@@ -69,9 +95,18 @@ mod tests {
     #[test]
     fn map_path_stays_inside_the_sandbox() {
         let root = Path::new("/sb");
-        assert_eq!(map_path(root, "/data/local/tmp/a b"), PathBuf::from("/sb/data/local/tmp/a b"));
-        assert_eq!(map_path(root, "/../../etc/passwd"), PathBuf::from("/sb/etc/passwd"));
-        assert_eq!(map_path(root, "sdcard/./x/../y"), PathBuf::from("/sb/sdcard/y"));
+        assert_eq!(
+            map_path(root, "/data/local/tmp/a b"),
+            PathBuf::from("/sb/data/local/tmp/a b")
+        );
+        assert_eq!(
+            map_path(root, "/../../etc/passwd"),
+            PathBuf::from("/sb/etc/passwd")
+        );
+        assert_eq!(
+            map_path(root, "sdcard/./x/../y"),
+            PathBuf::from("/sb/sdcard/y")
+        );
         assert_eq!(map_path(root, "/"), PathBuf::from("/sb"));
     }
 
@@ -82,8 +117,17 @@ mod tests {
             rewrite_command("cat '/data/local/tmp/a b'\\''c$d.txt' >/dev/null", root),
             "cat '/tmp/sb/data/local/tmp/a b'\\''c$d.txt' >/dev/null"
         );
-        assert_eq!(rewrite_command("ls /sdcard;ls /database /etc", root), "ls /tmp/sb/sdcard;ls /database /etc");
-        assert_eq!(rewrite_command("echo a/data/b x=/system", root), "echo a/data/b x=/tmp/sb/system");
-        assert_eq!(rewrite_command("cd /data && pwd", root), "cd /tmp/sb/data && pwd");
+        assert_eq!(
+            rewrite_command("ls /sdcard;ls /database /etc", root),
+            "ls /tmp/sb/sdcard;ls /database /etc"
+        );
+        assert_eq!(
+            rewrite_command("echo a/data/b x=/system", root),
+            "echo a/data/b x=/tmp/sb/system"
+        );
+        assert_eq!(
+            rewrite_command("cd /data && pwd", root),
+            "cd /tmp/sb/data && pwd"
+        );
     }
 }

@@ -33,7 +33,11 @@ pub(crate) enum ShellMode {
 /// A parsed service request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Service {
-    Shell { mode: ShellMode, term: Option<String>, command: String },
+    Shell {
+        mode: ShellMode,
+        term: Option<String>,
+        command: String,
+    },
     Sync,
     AbbExec(Vec<String>),
     Reboot(String),
@@ -45,7 +49,11 @@ impl Service {
     /// Parses an OPEN payload; `None` for services the simulator refuses (the host sees `FAIL closed`).
     pub(crate) fn parse(name: &str) -> Option<Service> {
         if let Some(command) = name.strip_prefix("exec:") {
-            return Some(Service::Shell { mode: ShellMode::Exec, term: None, command: command.to_string() });
+            return Some(Service::Shell {
+                mode: ShellMode::Exec,
+                term: None,
+                command: command.to_string(),
+            });
         }
         if name.starts_with("shell:") || name.starts_with("shell,") {
             let (head, command) = name.split_once(':')?;
@@ -67,17 +75,25 @@ impl Service {
             }
             let mode = if v2 {
                 // No type given: raw for a command, pty for an interactive shell.
-                ShellMode::V2 { pty: kind.unwrap_or(command.is_empty()) }
+                ShellMode::V2 {
+                    pty: kind.unwrap_or(command.is_empty()),
+                }
             } else {
                 ShellMode::Legacy
             };
-            return Some(Service::Shell { mode, term, command: command.to_string() });
+            return Some(Service::Shell {
+                mode,
+                term,
+                command: command.to_string(),
+            });
         }
         if name == "sync:" {
             return Some(Service::Sync);
         }
         if let Some(args) = name.strip_prefix("abb_exec:") {
-            return Some(Service::AbbExec(args.split('\0').map(str::to_string).collect()));
+            return Some(Service::AbbExec(
+                args.split('\0').map(str::to_string).collect(),
+            ));
         }
         if let Some(target) = name.strip_prefix("reboot:") {
             return Some(Service::Reboot(target.to_string()));
@@ -94,7 +110,11 @@ impl Service {
 /// Runs one service to its end. The caller closes the stream afterwards.
 pub(crate) async fn run(shared: &Arc<Shared>, service: Service, io: StreamIo) {
     let result = match service {
-        Service::Shell { mode, term, command } => run_shell(shared, io, mode, term.as_deref(), &command).await,
+        Service::Shell {
+            mode,
+            term,
+            command,
+        } => run_shell(shared, io, mode, term.as_deref(), &command).await,
         Service::Sync => crate::sync::run(shared, io).await,
         Service::AbbExec(args) => crate::tools::run_abb_exec(shared, io, args).await,
         Service::Reboot(target) => {
@@ -106,8 +126,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, service: Service, io: StreamIo) {
         }
         Service::Framebuffer => io.writer.write(&crate::tools::framebuffer(shared)).await,
         Service::Root(root) => {
-            let text: &[u8] =
-                if root { b"adbd is already running as root\n" } else { b"adbd not running as root\n" };
+            let text: &[u8] = if root {
+                b"adbd is already running as root\n"
+            } else {
+                b"adbd not running as root\n"
+            };
             io.writer.write(text).await
         }
     };
@@ -128,14 +151,22 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.0 {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
 
 /// A `sh -c` for a device command: in the sandbox, with the simulated Android tools first on `PATH` and
 /// absolute Android paths rewritten into the sandbox.
-pub(crate) fn sh_command(shared: &Shared, command: &str, merge_stderr: bool, term: Option<&str>) -> Command {
+pub(crate) fn sh_command(
+    shared: &Shared,
+    command: &str,
+    merge_stderr: bool,
+    term: Option<&str>,
+) -> Command {
     let mut script = String::new();
     if merge_stderr {
         script.push_str("exec 2>&1\n");
@@ -152,7 +183,10 @@ pub(crate) fn sh_command(shared: &Shared, command: &str, merge_stderr: bool, ter
         .env_clear()
         .env(
             "PATH",
-            format!("{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", shared.ctl.join("bin").display()),
+            format!(
+                "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                shared.ctl.join("bin").display()
+            ),
         )
         .env("HOME", &shared.root)
         .env("TMPDIR", shared.root.join("data/local/tmp"))
@@ -162,7 +196,11 @@ pub(crate) fn sh_command(shared: &Shared, command: &str, merge_stderr: bool, ter
         .env("ADBD_SIM_ROOT", &shared.root)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(if merge_stderr { Stdio::null() } else { Stdio::piped() })
+        .stderr(if merge_stderr {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .process_group(0)
         .kill_on_drop(true);
     if let Some(term) = term {
@@ -192,7 +230,10 @@ pub(crate) fn crlf(data: &[u8]) -> Vec<u8> {
     out
 }
 
-async fn read_opt<R: AsyncRead + Unpin>(reader: &mut Option<R>, buf: &mut [u8]) -> io::Result<usize> {
+async fn read_opt<R: AsyncRead + Unpin>(
+    reader: &mut Option<R>,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     match reader {
         Some(r) => r.read(buf).await,
         None => std::future::pending().await,
@@ -347,15 +388,28 @@ mod tests {
         );
         assert_eq!(
             Service::parse("shell,v2,TERM=xterm:"),
-            Some(Service::Shell { mode: ShellMode::V2 { pty: true }, term: Some("xterm".into()), command: "".into() })
+            Some(Service::Shell {
+                mode: ShellMode::V2 { pty: true },
+                term: Some("xterm".into()),
+                command: "".into()
+            })
         );
         assert_eq!(
             Service::parse("shell:ls a:b"),
-            Some(Service::Shell { mode: ShellMode::Legacy, term: None, command: "ls a:b".into() })
+            Some(Service::Shell {
+                mode: ShellMode::Legacy,
+                term: None,
+                command: "ls a:b".into()
+            })
         );
         assert_eq!(
             Service::parse("abb_exec:package\0install\0-S\x0012"),
-            Some(Service::AbbExec(vec!["package".into(), "install".into(), "-S".into(), "12".into()]))
+            Some(Service::AbbExec(vec![
+                "package".into(),
+                "install".into(),
+                "-S".into(),
+                "12".into()
+            ]))
         );
         assert_eq!(Service::parse("sync:"), Some(Service::Sync));
         assert_eq!(Service::parse("jdwp:12"), None);

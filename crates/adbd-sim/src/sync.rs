@@ -42,7 +42,10 @@ impl SyncIn {
     /// A request header: id and the u32 argument.
     async fn header(&mut self) -> Option<(u32, u32)> {
         let h = self.take(8).await?;
-        Some((u32::from_le_bytes(h[0..4].try_into().ok()?), u32::from_le_bytes(h[4..8].try_into().ok()?)))
+        Some((
+            u32::from_le_bytes(h[0..4].try_into().ok()?),
+            u32::from_le_bytes(h[4..8].try_into().ok()?),
+        ))
     }
 }
 
@@ -107,16 +110,23 @@ fn stat_v1_bytes(meta: Option<&std::fs::Metadata>) -> Vec<u8> {
 /// Serves one `sync:` stream until QUIT or the end of the stream.
 pub(crate) async fn run(shared: &Arc<Shared>, io: StreamIo) -> io::Result<()> {
     let StreamIo { reader, writer } = io;
-    let mut input = SyncIn { reader, buf: Vec::new() };
+    let mut input = SyncIn {
+        reader,
+        buf: Vec::new(),
+    };
     loop {
-        let Some((request, len)) = input.header().await else { return Ok(()) };
+        let Some((request, len)) = input.header().await else {
+            return Ok(());
+        };
         if request == id(b"QUIT") {
             return Ok(());
         }
         if len as usize > SYNC_PATH_MAX {
             return fail(&writer, "path too long").await;
         }
-        let Some(raw) = input.take(len as usize).await else { return Ok(()) };
+        let Some(raw) = input.take(len as usize).await else {
+            return Ok(());
+        };
         let arg = String::from_utf8_lossy(&raw).into_owned();
         match &request.to_le_bytes() {
             b"STAT" => {
@@ -127,8 +137,11 @@ pub(crate) async fn run(shared: &Arc<Shared>, io: StreamIo) -> io::Result<()> {
             }
             tag @ (b"STA2" | b"LST2") => {
                 let path = map_path(&shared.root, &arg);
-                let meta =
-                    if tag == b"STA2" { std::fs::metadata(&path) } else { std::fs::symlink_metadata(&path) };
+                let meta = if tag == b"STA2" {
+                    std::fs::metadata(&path)
+                } else {
+                    std::fs::symlink_metadata(&path)
+                };
                 let mut out = tag.to_vec();
                 out.extend_from_slice(&stat_v2_bytes(meta.as_ref().map_err(errno_of)));
                 writer.write(&out).await?;
@@ -151,8 +164,10 @@ pub(crate) async fn run(shared: &Arc<Shared>, io: StreamIo) -> io::Result<()> {
 async fn list(shared: &Shared, writer: &StreamWriter, dir: &str, v2: bool) -> io::Result<()> {
     let path = map_path(&shared.root, dir);
     let mut out = Vec::new();
-    let mut names: Vec<(Vec<u8>, std::path::PathBuf)> =
-        vec![(b".".to_vec(), path.clone()), (b"..".to_vec(), path.parent().unwrap_or(&path).to_path_buf())];
+    let mut names: Vec<(Vec<u8>, std::path::PathBuf)> = vec![
+        (b".".to_vec(), path.clone()),
+        (b"..".to_vec(), path.parent().unwrap_or(&path).to_path_buf()),
+    ];
     if let Ok(entries) = std::fs::read_dir(&path) {
         for entry in entries.flatten() {
             use std::os::unix::ffi::OsStrExt;
@@ -178,7 +193,12 @@ async fn list(shared: &Shared, writer: &StreamWriter, dir: &str, v2: bool) -> io
 
 /// Receives one file. `Ok(false)` when the stream ended in the middle (the partial file is removed, as
 /// adbd does).
-async fn send(shared: &Shared, input: &mut SyncIn, writer: &StreamWriter, arg: &str) -> io::Result<bool> {
+async fn send(
+    shared: &Shared,
+    input: &mut SyncIn,
+    writer: &StreamWriter,
+    arg: &str,
+) -> io::Result<bool> {
     let (path_text, mode) = match arg.rsplit_once(',') {
         Some((p, m)) => (p, m.parse::<u32>().unwrap_or(0o100644)),
         None => (arg, 0o100644),
@@ -193,29 +213,46 @@ async fn send(shared: &Shared, input: &mut SyncIn, writer: &StreamWriter, arg: &
     if let Some(parent) = path.parent()
         && let Err(err) = tokio::fs::create_dir_all(parent).await
     {
-        error = Some(format!("couldn't create directory for '{path_text}': {}", errno_text(&err)));
+        error = Some(format!(
+            "couldn't create directory for '{path_text}': {}",
+            errno_text(&err)
+        ));
     }
     if error.is_none() && !is_link {
-        if tokio::fs::symlink_metadata(&path).await.is_ok_and(|m| m.is_dir()) {
-            error = Some(format!("couldn't create file '{path_text}': Is a directory"));
+        if tokio::fs::symlink_metadata(&path)
+            .await
+            .is_ok_and(|m| m.is_dir())
+        {
+            error = Some(format!(
+                "couldn't create file '{path_text}': Is a directory"
+            ));
         } else {
             match tokio::fs::File::create(&path).await {
                 Ok(f) => {
                     file = Some(f);
                     partial.0 = Some(path.clone());
                 }
-                Err(err) => error = Some(format!("couldn't create file '{path_text}': {}", errno_text(&err))),
+                Err(err) => {
+                    error = Some(format!(
+                        "couldn't create file '{path_text}': {}",
+                        errno_text(&err)
+                    ))
+                }
             }
         }
     }
     loop {
-        let Some((tag, len)) = input.header().await else { return Ok(false) };
+        let Some((tag, len)) = input.header().await else {
+            return Ok(false);
+        };
         if tag == id(b"DATA") {
             if len as usize > SYNC_DATA_MAX {
                 fail(writer, "oversize data message").await?;
                 return Ok(false);
             }
-            let Some(data) = input.take(len as usize).await else { return Ok(false) };
+            let Some(data) = input.take(len as usize).await else {
+                return Ok(false);
+            };
             if is_link {
                 link_target.extend_from_slice(&data);
             } else if let Some(f) = file.as_mut()
@@ -266,11 +303,21 @@ impl Drop for PartialFile {
 fn finish_link(path: &Path, target: &[u8]) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let _ = std::fs::remove_file(path);
-    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target.strip_suffix(b"\0").unwrap_or(target)), path)
+    std::os::unix::fs::symlink(
+        std::ffi::OsStr::from_bytes(target.strip_suffix(b"\0").unwrap_or(target)),
+        path,
+    )
 }
 
-async fn finish_file(file: Option<tokio::fs::File>, path: &Path, mode: u32, mtime: SystemTime) -> io::Result<()> {
-    let Some(mut file) = file else { return Err(io::Error::from_raw_os_error(5)) };
+async fn finish_file(
+    file: Option<tokio::fs::File>,
+    path: &Path,
+    mode: u32,
+    mtime: SystemTime,
+) -> io::Result<()> {
+    let Some(mut file) = file else {
+        return Err(io::Error::from_raw_os_error(5));
+    };
     file.flush().await?;
     let file = file.into_std().await;
     file.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;

@@ -29,7 +29,9 @@ pub const DEFAULT_ADB: &str = "/usr/bin/adb";
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     /// The adb binary is not installed.
-    #[error("adb server binary {0} not found: install adb (apt-get install adb) or set ADBD_SIM_ADB")]
+    #[error(
+        "adb server binary {0} not found: install adb (apt-get install adb) or set ADBD_SIM_ADB"
+    )]
     AdbMissing(PathBuf),
     /// The server did not come up.
     #[error("adb server did not start on port {port}: {reason}; server log:\n{log}")]
@@ -84,14 +86,24 @@ const HOME_PREFIX: &str = "adbd-sim-adb-";
 fn sweep_orphan_servers() {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(|| {
-        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
         for entry in entries.flatten() {
             if !entry.file_name().to_string_lossy().starts_with(HOME_PREFIX) {
                 continue;
             }
             let dir = entry.path();
-            let read_pid = |name: &str| -> Option<i32> { std::fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok() };
-            let Some(owner) = read_pid("owner.pid") else { continue };
+            let read_pid = |name: &str| -> Option<i32> {
+                std::fs::read_to_string(dir.join(name))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            };
+            let Some(owner) = read_pid("owner.pid") else {
+                continue;
+            };
             if Path::new(&format!("/proc/{owner}")).exists() {
                 continue;
             }
@@ -99,7 +111,10 @@ fn sweep_orphan_servers() {
                 let cmdline = std::fs::read(format!("/proc/{server}/cmdline")).unwrap_or_default();
                 let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
                 if cmdline.contains("adb") && cmdline.contains("nodaemon server") {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(server), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(server),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -124,7 +139,9 @@ fn tail(path: &Path) -> String {
 impl AdbServer {
     /// Starts the server (`$ADBD_SIM_ADB`, else `/usr/bin/adb`) and waits until it answers `host:version`.
     pub async fn start() -> Result<AdbServer, HarnessError> {
-        let adb = std::env::var_os("ADBD_SIM_ADB").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_ADB));
+        let adb = std::env::var_os("ADBD_SIM_ADB")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ADB));
         AdbServer::start_with(adb).await
     }
 
@@ -136,7 +153,10 @@ impl AdbServer {
         }
         sweep_orphan_servers();
         let home = tempfile::Builder::new().prefix(HOME_PREFIX).tempdir()?;
-        std::fs::write(home.path().join("owner.pid"), std::process::id().to_string())?;
+        std::fs::write(
+            home.path().join("owner.pid"),
+            std::process::id().to_string(),
+        )?;
         let log_path = home.path().join("server.log");
         let mut last = None;
         for _ in 0..5 {
@@ -163,7 +183,12 @@ impl AdbServer {
                     break;
                 }
                 if query(port, "host:version").await.is_ok() {
-                    return Ok(AdbServer { port, adb, child, home });
+                    return Ok(AdbServer {
+                        port,
+                        adb,
+                        child,
+                        home,
+                    });
                 }
                 if Instant::now() > deadline {
                     let _ = child.kill();
@@ -175,7 +200,11 @@ impl AdbServer {
             }
         }
         let (port, reason) = last.unwrap_or((0, "never tried".into()));
-        Err(HarnessError::Start { port, reason, log: tail(&log_path) })
+        Err(HarnessError::Start {
+            port,
+            reason,
+            log: tail(&log_path),
+        })
     }
 
     /// The server's port (what `adb -P` and `ANDROID_ADB_SERVER_PORT` take).
@@ -217,16 +246,22 @@ impl AdbServer {
 
     /// Opens a device service through the server (`host:transport:SERIAL`, then `SERVICE`) and returns
     /// everything the device sends until it closes the stream. A refusal is [`HarnessError::Refused`].
-    pub async fn device_service(&self, serial: &str, service: &str) -> Result<Vec<u8>, HarnessError> {
+    pub async fn device_service(
+        &self,
+        serial: &str,
+        service: &str,
+    ) -> Result<Vec<u8>, HarnessError> {
         let mut sock = TcpStream::connect(("127.0.0.1", self.port)).await?;
         for request in [format!("host:transport:{serial}"), service.to_string()] {
-            sock.write_all(format!("{:04x}{request}", request.len()).as_bytes()).await?;
+            sock.write_all(format!("{:04x}{request}", request.len()).as_bytes())
+                .await?;
             let mut status = [0u8; 4];
             sock.read_exact(&mut status).await?;
             if &status != b"OKAY" {
                 let mut rest = Vec::new();
                 sock.read_to_end(&mut rest).await?;
-                let message = String::from_utf8_lossy(rest.get(4..).unwrap_or_default()).into_owned();
+                let message =
+                    String::from_utf8_lossy(rest.get(4..).unwrap_or_default()).into_owned();
                 return Err(HarnessError::Refused { request, message });
             }
         }
@@ -245,9 +280,13 @@ impl AdbServer {
         let serial = device.serial();
         let reply = self.connect_addr(&serial).await?;
         if !reply.starts_with("connected to") && !reply.starts_with("already connected to") {
-            return Err(HarnessError::ConnectFailed { addr: serial, reply });
+            return Err(HarnessError::ConnectFailed {
+                addr: serial,
+                reply,
+            });
         }
-        self.wait_for_state(&serial, "device", Duration::from_secs(30)).await?;
+        self.wait_for_state(&serial, "device", Duration::from_secs(30))
+            .await?;
         Ok(serial)
     }
 
@@ -268,11 +307,21 @@ impl AdbServer {
 
     /// The state of one serial in `host:devices` (`None` when it is not listed).
     pub async fn state(&self, serial: &str) -> Result<Option<String>, HarnessError> {
-        Ok(self.devices().await?.into_iter().find(|(s, _)| s == serial).map(|(_, state)| state))
+        Ok(self
+            .devices()
+            .await?
+            .into_iter()
+            .find(|(s, _)| s == serial)
+            .map(|(_, state)| state))
     }
 
     /// Polls `host:devices` until `serial` shows `state`.
-    pub async fn wait_for_state(&self, serial: &str, state: &str, timeout: Duration) -> Result<(), HarnessError> {
+    pub async fn wait_for_state(
+        &self,
+        serial: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.state(serial).await?.as_deref() == Some(state) {
@@ -280,7 +329,10 @@ impl AdbServer {
             }
             if Instant::now() > deadline {
                 let now = self.state(serial).await?;
-                return Err(HarnessError::Timeout(timeout, format!("{serial} to be {state} (it is {now:?})")));
+                return Err(HarnessError::Timeout(
+                    timeout,
+                    format!("{serial} to be {state} (it is {now:?})"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -297,7 +349,8 @@ impl Drop for AdbServer {
 /// One host-service request on a fresh connection: `OKAY` + hex4 body, or the `FAIL` message.
 async fn query(port: u16, request: &str) -> Result<String, HarnessError> {
     let mut sock = TcpStream::connect(("127.0.0.1", port)).await?;
-    sock.write_all(format!("{:04x}{request}", request.len()).as_bytes()).await?;
+    sock.write_all(format!("{:04x}{request}", request.len()).as_bytes())
+        .await?;
     let mut status = [0u8; 4];
     sock.read_exact(&mut status).await?;
     let body = match &status {
@@ -305,14 +358,20 @@ async fn query(port: u16, request: &str) -> Result<String, HarnessError> {
             let mut len = [0u8; 4];
             match sock.read_exact(&mut len).await {
                 Ok(_) => {
-                    let len = usize::from_str_radix(std::str::from_utf8(&len).unwrap_or("zz"), 16).map_err(|_| {
-                        HarnessError::Io(io::Error::new(io::ErrorKind::InvalidData, "bad hex4 length"))
-                    })?;
+                    let len = usize::from_str_radix(std::str::from_utf8(&len).unwrap_or("zz"), 16)
+                        .map_err(|_| {
+                            HarnessError::Io(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "bad hex4 length",
+                            ))
+                        })?;
                     let mut body = vec![0u8; len];
                     sock.read_exact(&mut body).await?;
                     String::from_utf8_lossy(&body).into_owned()
                 }
-                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof && &status == b"OKAY" => String::new(),
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof && &status == b"OKAY" => {
+                    String::new()
+                }
                 Err(err) => return Err(err.into()),
             }
         }
@@ -324,7 +383,10 @@ async fn query(port: u16, request: &str) -> Result<String, HarnessError> {
         }
     };
     if &status == b"FAIL" {
-        return Err(HarnessError::Refused { request: request.to_string(), message: body });
+        return Err(HarnessError::Refused {
+            request: request.to_string(),
+            message: body,
+        });
     }
     Ok(body)
 }

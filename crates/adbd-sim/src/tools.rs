@@ -60,7 +60,16 @@ exit "${rc:-125}"
 "#;
 
 /// The tools handed to the simulator (all but `getprop`).
-const CALL_TOOLS: &[&str] = &["pm", "am", "screencap", "reboot", "setprop", "logcat", "wm", "cmd"];
+const CALL_TOOLS: &[&str] = &[
+    "pm",
+    "am",
+    "screencap",
+    "reboot",
+    "setprop",
+    "logcat",
+    "wm",
+    "cmd",
+];
 
 /// Writes the tool scripts into the control directory's `bin/`.
 pub(crate) fn install(shared: &Shared) -> io::Result<()> {
@@ -68,7 +77,10 @@ pub(crate) fn install(shared: &Shared) -> io::Result<()> {
     std::fs::create_dir_all(&bin)?;
     let ctl = shared.ctl.to_string_lossy();
     if ctl.contains(['\'', '"', '$', '`', '\\', ' ', '\n']) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("control directory {ctl:?} has shell metacharacters")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("control directory {ctl:?} has shell metacharacters"),
+        ));
     }
     let has_cmd = shared.config.features.iter().any(|f| f == "cmd");
     let mut scripts = vec![("getprop".to_string(), GETPROP.replace("@CTL@", &ctl))];
@@ -76,7 +88,10 @@ pub(crate) fn install(shared: &Shared) -> io::Result<()> {
         if *tool == "cmd" && !has_cmd {
             continue; // `cmd` arrived with Android 7
         }
-        scripts.push((tool.to_string(), CALL.replace("@CTL@", &ctl).replace("@TOOL@", tool)));
+        scripts.push((
+            tool.to_string(),
+            CALL.replace("@CTL@", &ctl).replace("@TOOL@", tool),
+        ));
     }
     for (name, text) in scripts {
         let path = bin.join(name);
@@ -87,13 +102,26 @@ pub(crate) fn install(shared: &Shared) -> io::Result<()> {
 }
 
 fn nix_mkfifo(path: &Path) -> io::Result<()> {
-    let status = std::process::Command::new("mkfifo").arg("-m").arg("600").arg(path).status()?;
-    if status.success() { Ok(()) } else { Err(io::Error::other(format!("mkfifo {} failed: {status}", path.display()))) }
+    let status = std::process::Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(path)
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "mkfifo {} failed: {status}",
+            path.display()
+        )))
+    }
 }
 
 /// Starts the task that answers tool calls made from this device's shells.
 pub(crate) fn spawn_call_server(shared: Arc<Shared>) -> io::Result<()> {
-    let rx = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(shared.ctl.join("req"))?;
+    let rx = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(shared.ctl.join("req"))?;
     tokio::spawn(async move {
         let mut lines = BufReader::new(rx).lines();
         loop {
@@ -102,7 +130,9 @@ pub(crate) fn spawn_call_server(shared: Arc<Shared>) -> io::Result<()> {
                 _ = shared.shutdown.cancelled() => return,
             };
             let Ok(Some(line)) = line else { return };
-            let Ok(pid) = line.trim().parse::<u32>() else { continue };
+            let Ok(pid) = line.trim().parse::<u32>() else {
+                continue;
+            };
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 let shutdown = shared.shutdown.clone();
@@ -138,7 +168,10 @@ impl Input<'_> {
                 while got < n {
                     let k = f.read(&mut buf[got..]).await?;
                     if k == 0 {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("stdin ended after {got} of {n} bytes")));
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("stdin ended after {got} of {n} bytes"),
+                        ));
                     }
                     got += k;
                 }
@@ -147,7 +180,10 @@ impl Input<'_> {
             Input::Stream(reader, buf) => {
                 while buf.len() < n {
                     let Some(more) = reader.recv().await else {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("stream ended after {} of {n} bytes", buf.len())));
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("stream ended after {} of {n} bytes", buf.len()),
+                        ));
                     };
                     buf.extend_from_slice(&more);
                 }
@@ -174,7 +210,10 @@ impl Output<'_> {
         match self {
             Output::Proc(pid, fd, file) => {
                 if file.is_none() {
-                    let f = tokio::fs::OpenOptions::new().append(true).open(format!("/proc/{pid}/fd/{fd}")).await?;
+                    let f = tokio::fs::OpenOptions::new()
+                        .append(true)
+                        .open(format!("/proc/{pid}/fd/{fd}"))
+                        .await?;
                     *file = Some(f);
                 }
                 let f = file.as_mut().expect("opened above");
@@ -242,7 +281,16 @@ async fn serve_call(shared: &Arc<Shared>, pid: u32) {
         Ok(status) => status,
         Err(err) => {
             tracing::debug!(?args, %err, "tool failed");
-            let _ = call.err.write(format!("{}: {err}\n", args.first().map(String::as_str).unwrap_or("tool")).as_bytes()).await;
+            let _ = call
+                .err
+                .write(
+                    format!(
+                        "{}: {err}\n",
+                        args.first().map(String::as_str).unwrap_or("tool")
+                    )
+                    .as_bytes(),
+                )
+                .await;
             1
         }
     };
@@ -267,7 +315,11 @@ async fn serve_call(shared: &Arc<Shared>, pid: u32) {
 }
 
 /// `abb_exec:SERVICE\0ARG...`: the package service, with the stream as stdin and stdout.
-pub(crate) async fn run_abb_exec(shared: &Arc<Shared>, io: StreamIo, args: Vec<String>) -> io::Result<()> {
+pub(crate) async fn run_abb_exec(
+    shared: &Arc<Shared>,
+    io: StreamIo,
+    args: Vec<String>,
+) -> io::Result<()> {
     let StreamIo { mut reader, writer } = io;
     let mut call = Call {
         shared,
@@ -291,8 +343,20 @@ async fn run_tool(call: &mut Call<'_>, args: &[String]) -> io::Result<u8> {
             Some((&"package", more)) => pm(call, more).await,
             Some((&"activity", more)) => am(call, more).await,
             Some((&"window", more)) => wm(call, more).await,
-            Some((service, _)) => call.reply(Reply::err(format!("cmd: Can't find service: {service}\n"), 20)).await,
-            None => call.reply(Reply::err("cmd: No service specified; use -l to list all running services\n", 20)).await,
+            Some((service, _)) => {
+                call.reply(Reply::err(
+                    format!("cmd: Can't find service: {service}\n"),
+                    20,
+                ))
+                .await
+            }
+            None => {
+                call.reply(Reply::err(
+                    "cmd: No service specified; use -l to list all running services\n",
+                    20,
+                ))
+                .await
+            }
         },
         "am" => am(call, &rest).await,
         "wm" => wm(call, &rest).await,
@@ -302,11 +366,16 @@ async fn run_tool(call: &mut Call<'_>, args: &[String]) -> io::Result<u8> {
                 call.shared.set_prop(key, value);
                 Ok(0)
             }
-            _ => call.reply(Reply::err("usage: setprop NAME VALUE\n", 1)).await,
+            _ => {
+                call.reply(Reply::err("usage: setprop NAME VALUE\n", 1))
+                    .await
+            }
         },
         "reboot" => {
             let shared = Arc::clone(call.shared);
-            let mode = crate::config::BootMode::from_target(rest.iter().find(|a| !a.starts_with('-')).unwrap_or(&""));
+            let mode = crate::config::BootMode::from_target(
+                rest.iter().find(|a| !a.starts_with('-')).unwrap_or(&""),
+            );
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 shared.reboot(mode);
@@ -316,19 +385,29 @@ async fn run_tool(call: &mut Call<'_>, args: &[String]) -> io::Result<u8> {
             Ok(0)
         }
         "logcat" => logcat(call, &rest).await,
-        other => call.reply(Reply::err(format!("{other}: not simulated\n"), 127)).await,
+        other => {
+            call.reply(Reply::err(format!("{other}: not simulated\n"), 127))
+                .await
+        }
     }
 }
 
 fn is_legacy(shared: &Shared) -> bool {
-    shared.prop("ro.build.version.sdk").and_then(|v| v.parse::<u32>().ok()).is_some_and(|sdk| sdk < 24)
+    shared
+        .prop("ro.build.version.sdk")
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|sdk| sdk < 24)
 }
 
 pub(crate) fn log_line(shared: &Shared, tag: &str, message: &str) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let (secs, millis) = (now.as_secs(), now.subsec_millis());
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    lock(&shared.scripts).log.push(format!("01-01 {h:02}:{m:02}:{s:02}.{millis:03}  1000  1000 I {tag}: {message}"));
+    lock(&shared.scripts).log.push(format!(
+        "01-01 {h:02}:{m:02}:{s:02}.{millis:03}  1000  1000 I {tag}: {message}"
+    ));
 }
 
 async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
@@ -343,13 +422,16 @@ async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
                 match *opt {
                     "-r" => flags.replace = true,
                     "-d" => flags.downgrade = true,
-                    "-g" | "-t" | "--dont-kill" | "--fastdeploy" | "--streaming" | "--no-streaming" => {}
+                    "-g" | "-t" | "--dont-kill" | "--fastdeploy" | "--streaming"
+                    | "--no-streaming" => {}
                     "-S" => size = it.next().and_then(|s| s.parse().ok()),
                     "-i" | "--user" | "--install-reason" | "--pkg" | "--abi" => {
                         it.next();
                     }
                     other if other.starts_with('-') => {
-                        return call.reply(Reply::err(format!("Error: Unknown option: {other}\n"), 1)).await;
+                        return call
+                            .reply(Reply::err(format!("Error: Unknown option: {other}\n"), 1))
+                            .await;
                     }
                     other => path = Some(other),
                 }
@@ -366,7 +448,14 @@ async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
                         }
                     }
                 }
-                _ => return call.reply(Reply::err("Error: must either specify a package size or an APK file\n", 1)).await,
+                _ => {
+                    return call
+                        .reply(Reply::err(
+                            "Error: must either specify a package size or an APK file\n",
+                            1,
+                        ))
+                        .await;
+                }
             };
             let (mut reply, installed) = lock(&call.shared.pm).install(&apk, flags, legacy);
             if let Some(pkg) = installed {
@@ -378,18 +467,27 @@ async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
             }
             if legacy && let Some(shown) = shown {
                 // Android 6's pm names the file first.
-                let android = shown.strip_prefix(&*call.shared.root.to_string_lossy()).unwrap_or(&shown).to_string();
+                let android = shown
+                    .strip_prefix(&*call.shared.root.to_string_lossy())
+                    .unwrap_or(&shown)
+                    .to_string();
                 reply.out = format!("\tpkg: {android}\n{}", reply.out);
             }
             call.reply(reply).await
         }
         Some((&"uninstall", opts)) => {
             let Some(pkg) = opts.iter().find(|o| !o.starts_with('-')) else {
-                return call.reply(Reply::err("Error: package name not specified\n", 1)).await;
+                return call
+                    .reply(Reply::err("Error: package name not specified\n", 1))
+                    .await;
             };
             let reply = lock(&call.shared.pm).uninstall(pkg);
             if reply.status == 0 {
-                let _ = tokio::fs::remove_dir_all(map_path(&call.shared.root, &format!("/data/app/{pkg}-1"))).await;
+                let _ = tokio::fs::remove_dir_all(map_path(
+                    &call.shared.root,
+                    &format!("/data/app/{pkg}-1"),
+                ))
+                .await;
             }
             call.reply(reply).await
         }
@@ -405,13 +503,20 @@ async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
         }
         Some((&"path", [pkg, ..])) => {
             let known = lock(&call.shared.pm).packages.contains_key(*pkg);
-            let reply =
-                if known { Reply::out(format!("package:/data/app/{pkg}-1/base.apk\n"), 0) } else { Reply::out("", 1) };
+            let reply = if known {
+                Reply::out(format!("package:/data/app/{pkg}-1/base.apk\n"), 0)
+            } else {
+                Reply::out("", 1)
+            };
             call.reply(reply).await
         }
         Some((&"install-create", _)) => {
             let id = lock(&call.shared.pm).create_session();
-            call.reply(Reply::out(format!("Success: created install session [{id}]\n"), 0)).await
+            call.reply(Reply::out(
+                format!("Success: created install session [{id}]\n"),
+                0,
+            ))
+            .await
         }
         Some((&"install-write", opts)) => {
             // install-write -S SIZE SESSION NAME -
@@ -425,8 +530,15 @@ async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
                     positional.push(*opt);
                 }
             }
-            let (Some(size), Some(id)) = (size, positional.first().and_then(|s| s.parse::<u32>().ok())) else {
-                return call.reply(Reply::err("Error: usage: install-write -S SIZE SESSION NAME -\n", 1)).await;
+            let (Some(size), Some(id)) =
+                (size, positional.first().and_then(|s| s.parse::<u32>().ok()))
+            else {
+                return call
+                    .reply(Reply::err(
+                        "Error: usage: install-write -S SIZE SESSION NAME -\n",
+                        1,
+                    ))
+                    .await;
             };
             let data = call.input.read_exact(size).await?;
             let ok = lock(&call.shared.pm).write_session(id, &data);
@@ -438,10 +550,16 @@ async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
             call.reply(reply).await
         }
         Some((&"install-commit", [id, ..])) => {
-            let session = id.parse::<u32>().ok().and_then(|id| lock(&call.shared.pm).take_session(id));
+            let session = id
+                .parse::<u32>()
+                .ok()
+                .and_then(|id| lock(&call.shared.pm).take_session(id));
             let reply = match session {
                 Some(apk) => {
-                    let flags = InstallFlags { replace: true, downgrade: false };
+                    let flags = InstallFlags {
+                        replace: true,
+                        downgrade: false,
+                    };
                     lock(&call.shared.pm).install(&apk, flags, legacy).0
                 }
                 None => Reply::err(format!("Error: Invalid session id: {id}\n"), 1),
@@ -449,12 +567,26 @@ async fn pm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
             call.reply(reply).await
         }
         Some((&"install-abandon", [id, ..])) => {
-            let _ = id.parse::<u32>().ok().and_then(|id| lock(&call.shared.pm).take_session(id));
+            let _ = id
+                .parse::<u32>()
+                .ok()
+                .and_then(|id| lock(&call.shared.pm).take_session(id));
             call.reply(Reply::out("Success\n", 0)).await
         }
-        Some((&"grant", _)) | Some((&"revoke", _)) | Some((&"clear", _)) => call.reply(Reply::out("Success\n", 0)).await,
-        Some((other, _)) => call.reply(Reply::err(format!("Unknown command: {other}\n"), 1)).await,
-        None => call.reply(Reply::err("usage: pm [list|path|install|uninstall] ...\n", 1)).await,
+        Some((&"grant", _)) | Some((&"revoke", _)) | Some((&"clear", _)) => {
+            call.reply(Reply::out("Success\n", 0)).await
+        }
+        Some((other, _)) => {
+            call.reply(Reply::err(format!("Unknown command: {other}\n"), 1))
+                .await
+        }
+        None => {
+            call.reply(Reply::err(
+                "usage: pm [list|path|install|uninstall] ...\n",
+                1,
+            ))
+            .await
+        }
     }
 }
 
@@ -482,11 +614,24 @@ async fn am(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
                 }
             }
             let Some(component) = component.filter(|c| c.contains('/')) else {
-                return call.reply(Reply::err("Error: Bad component name\n", 1)).await;
+                return call
+                    .reply(Reply::err("Error: Bad component name\n", 1))
+                    .await;
             };
-            let runner = component.rsplit('/').next().unwrap_or("").rsplit('.').next().unwrap_or("").to_string();
+            let runner = component
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .rsplit('.')
+                .next()
+                .unwrap_or("")
+                .to_string();
             let script = lock(&call.shared.scripts).instrumentation.clone();
-            log_line(call.shared, "ActivityManager", &format!("Start instrumentation {component}"));
+            log_line(
+                call.shared,
+                "ActivityManager",
+                &format!("Start instrumentation {component}"),
+            );
             for (delay, chunk) in script.replay(&runner, filter.as_deref(), raw) {
                 tokio::time::sleep(delay).await;
                 call.out.write(chunk.as_bytes()).await?;
@@ -495,16 +640,31 @@ async fn am(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
         }
         Some((&"force-stop", _)) | Some((&"kill", _)) | Some((&"broadcast", _)) => Ok(0),
         Some((&"start", _)) => call.reply(Reply::out("Starting: Intent { }\n", 0)).await,
-        Some((other, _)) => call.reply(Reply::err(format!("Error: Unknown command: {other}\n"), 1)).await,
-        None => call.reply(Reply::err("usage: am [instrument|start|force-stop] ...\n", 1)).await,
+        Some((other, _)) => {
+            call.reply(Reply::err(format!("Error: Unknown command: {other}\n"), 1))
+                .await
+        }
+        None => {
+            call.reply(Reply::err(
+                "usage: am [instrument|start|force-stop] ...\n",
+                1,
+            ))
+            .await
+        }
     }
 }
 
 async fn wm(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
     match args.first() {
-        Some(&"size") => call.reply(Reply::out("Physical size: 1080x2400\n", 0)).await,
+        Some(&"size") => {
+            call.reply(Reply::out("Physical size: 1080x2400\n", 0))
+                .await
+        }
         Some(&"density") => call.reply(Reply::out("Physical density: 420\n", 0)).await,
-        _ => call.reply(Reply::err("usage: wm [size|density]\n", 1)).await,
+        _ => {
+            call.reply(Reply::err("usage: wm [size|density]\n", 1))
+                .await
+        }
     }
 }
 
@@ -514,7 +674,10 @@ const SHOT_H: u32 = 240;
 
 async fn screencap(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
     let png = args.contains(&"-p");
-    let file = args.iter().find(|a| !a.starts_with('-')).map(|f| call.path(f));
+    let file = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map(|f| call.path(f));
     let shot = {
         let mut scripts = lock(&call.shared.scripts);
         scripts.screenshots += 1;
@@ -522,7 +685,10 @@ async fn screencap(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
     };
     let seed = screen_seed(call.shared);
     let image = crate::png::screen(seed, shot, SHOT_W, SHOT_H);
-    let png = png || file.as_ref().is_some_and(|f| f.extension().is_some_and(|e| e == "png"));
+    let png = png
+        || file
+            .as_ref()
+            .is_some_and(|f| f.extension().is_some_and(|e| e == "png"));
     let bytes = if png {
         image
     } else {
@@ -572,7 +738,11 @@ async fn logcat(call: &mut Call<'_>, args: &[&str]) -> io::Result<u8> {
         lock(&call.shared.scripts).log.clear();
         return Ok(0);
     }
-    let text: String = lock(&call.shared.scripts).log.iter().map(|l| format!("{l}\n")).collect();
+    let text: String = lock(&call.shared.scripts)
+        .log
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
     call.out.write(text.as_bytes()).await?;
     if args.contains(&"-d") {
         return Ok(0);

@@ -17,8 +17,16 @@ async fn a_missing_adb_says_what_to_install() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_orphaned_by_a_killed_test_are_killed() {
     // What a test killed on a timeout leaves behind: a server and its HOME, owner gone.
-    let home = tempfile::Builder::new().prefix("adbd-sim-adb-").tempdir().unwrap().keep();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let home = tempfile::Builder::new()
+        .prefix("adbd-sim-adb-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut orphan = std::process::Command::new(adbd_sim::testing::DEFAULT_ADB)
         .args(["-P", &port.to_string(), "nodaemon", "server"])
         .env("HOME", &home)

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use adbd_sim::{
-    DEFAULT_CRASH, DeviceConfig, Fault, InstallOutcome, InstrumentationScript, RebootBehavior, SimDevice, SimHandle,
+    DEFAULT_CRASH, DeviceConfig, Fault, InstallOutcome, InstrumentationScript, RebootBehavior,
+    SimDevice, SimHandle,
 };
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,10 +55,16 @@ struct Args {
 
 /// Splits `N=VALUE` and checks N names a device.
 fn numbered<'a>(flag: &str, text: &'a str, devices: usize) -> Result<(usize, &'a str), String> {
-    let (n, value) = text.split_once('=').ok_or_else(|| format!("{flag} {text:?}: expected N=VALUE"))?;
-    let n: usize = n.parse().map_err(|_| format!("{flag} {text:?}: {n:?} is not a device number"))?;
+    let (n, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{flag} {text:?}: expected N=VALUE"))?;
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("{flag} {text:?}: {n:?} is not a device number"))?;
     if n == 0 || n > devices {
-        return Err(format!("{flag} {text:?}: there is no device {n} (1..={devices})"));
+        return Err(format!(
+            "{flag} {text:?}: there is no device {n} (1..={devices})"
+        ));
     }
     Ok((n, value))
 }
@@ -69,10 +76,14 @@ fn parse_fault(text: &str, devices: usize) -> Result<(usize, Fault), String> {
         None if fault == "unauthorized" => Fault::Unauthorized,
         None if fault == "offline" => Fault::NeverAnswer,
         None if fault == "close" => Fault::CloseImmediately,
-        Some(("slow", v)) => Fault::SlowLink(v.parse().map_err(|_| format!("--fault {text:?}: bad rate {v:?}"))?),
-        Some(("drop", v)) => {
-            Fault::DropAfterBytes(v.parse().map_err(|_| format!("--fault {text:?}: bad byte count {v:?}"))?)
-        }
+        Some(("slow", v)) => Fault::SlowLink(
+            v.parse()
+                .map_err(|_| format!("--fault {text:?}: bad rate {v:?}"))?,
+        ),
+        Some(("drop", v)) => Fault::DropAfterBytes(
+            v.parse()
+                .map_err(|_| format!("--fault {text:?}: bad byte count {v:?}"))?,
+        ),
         _ => {
             return Err(format!(
                 "--fault {text:?}: unknown fault {fault:?} (hang, unauthorized, offline, close, slow:N, drop:N)"
@@ -85,7 +96,8 @@ fn parse_fault(text: &str, devices: usize) -> Result<(usize, Fault), String> {
 /// One host request; the reply body after `OKAY`+hex4 (or after `FAIL`+hex4).
 async fn host_request(adb_port: u16, request: &str) -> std::io::Result<String> {
     let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", adb_port)).await?;
-    sock.write_all(format!("{:04x}{request}", request.len()).as_bytes()).await?;
+    sock.write_all(format!("{:04x}{request}", request.len()).as_bytes())
+        .await?;
     let mut reply = Vec::new();
     sock.read_to_end(&mut reply).await?;
     Ok(String::from_utf8_lossy(reply.get(8..).unwrap_or_default()).into_owned())
@@ -102,7 +114,8 @@ async fn connect_all(adb_port: u16, serials: Vec<String>) -> Result<(), String> 
     let mut connected = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let (serial, reply) = joined.map_err(|e| format!("connect task failed: {e}"))?;
-        let reply = reply.map_err(|e| format!("cannot reach the adb server on port {adb_port}: {e}"))?;
+        let reply =
+            reply.map_err(|e| format!("cannot reach the adb server on port {adb_port}: {e}"))?;
         eprintln!("{reply}");
         if reply.starts_with("connected to") || reply.starts_with("already connected to") {
             connected.push(serial);
@@ -110,10 +123,19 @@ async fn connect_all(adb_port: u16, serials: Vec<String>) -> Result<(), String> 
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let listed = host_request(adb_port, "host:devices").await.map_err(|e| format!("host:devices: {e}"))?;
-        let online: std::collections::HashSet<&str> =
-            listed.lines().filter_map(|l| l.split_once('\t')).filter(|(_, s)| *s == "device").map(|(s, _)| s).collect();
-        let missing: Vec<&String> = connected.iter().filter(|s| !online.contains(s.as_str())).collect();
+        let listed = host_request(adb_port, "host:devices")
+            .await
+            .map_err(|e| format!("host:devices: {e}"))?;
+        let online: std::collections::HashSet<&str> = listed
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .filter(|(_, s)| *s == "device")
+            .map(|(s, _)| s)
+            .collect();
+        let missing: Vec<&String> = connected
+            .iter()
+            .filter(|s| !online.contains(s.as_str()))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
@@ -126,7 +148,10 @@ async fn connect_all(adb_port: u16, serials: Vec<String>) -> Result<(), String> 
 
 async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
     if args.legacy > args.devices {
-        return Err(format!("--legacy {} is more than --devices {}", args.legacy, args.devices));
+        return Err(format!(
+            "--legacy {} is more than --devices {}",
+            args.legacy, args.devices
+        ));
     }
     let mut faults = std::collections::HashMap::new();
     for text in &args.fault {
@@ -156,7 +181,9 @@ async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
         "never" => RebootBehavior::NeverReturns,
         secs => RebootBehavior::Returns {
             down: Duration::from_secs_f64(
-                secs.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0)
+                secs.parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
                     .ok_or_else(|| format!("--reboot-down {secs:?}: expected seconds or never"))?,
             ),
             booting: Duration::from_secs(1),
@@ -166,12 +193,21 @@ async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
     for i in 1..=args.devices {
         let serial = format!("{}-{i:04}", args.serial_prefix);
         let legacy = i > args.devices - args.legacy;
-        let mut config = if legacy { DeviceConfig::legacy(&serial) } else { DeviceConfig::modern(&serial) };
-        config = config.model(format!("{}_{i}", if legacy { "SimLegacy" } else { "SimPhone" }));
+        let mut config = if legacy {
+            DeviceConfig::legacy(&serial)
+        } else {
+            DeviceConfig::modern(&serial)
+        };
+        config = config.model(format!(
+            "{}_{i}",
+            if legacy { "SimLegacy" } else { "SimPhone" }
+        ));
         if let Some(base) = args.base_port {
             let port = u32::from(base) + (i as u32 - 1);
             if (5555..=5585).contains(&port) || port > 65535 {
-                return Err(format!("port {port} is not usable (5555-5585 belong to emulators)"));
+                return Err(format!(
+                    "port {port} is not usable (5555-5585 belong to emulators)"
+                ));
             }
             config = config.listen(SocketAddr::from(([127, 0, 0, 1], port as u16)));
         }
@@ -179,7 +215,9 @@ async fn run(args: Args) -> Result<Vec<SimHandle>, String> {
             config = config.fault(*fault);
         }
         config = config.reboot_behavior(reboot);
-        let handle = SimDevice::start(config).await.map_err(|e| format!("cannot start device {serial}: {e}"))?;
+        let handle = SimDevice::start(config)
+            .await
+            .map_err(|e| format!("cannot start device {serial}: {e}"))?;
         if let Some(outcome) = install_failures.remove(&i) {
             handle.set_install_outcome(outcome);
         }
@@ -208,7 +246,10 @@ async fn main() {
     let args = Args::parse();
     match run(args).await {
         Ok(handles) => {
-            eprintln!("adbd-sim: serving {} device(s); Ctrl-C to stop", handles.len());
+            eprintln!(
+                "adbd-sim: serving {} device(s); Ctrl-C to stop",
+                handles.len()
+            );
             // SIGINT or SIGTERM: drop the devices so their sandboxes are removed.
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(mut term) => {
@@ -234,6 +275,9 @@ async fn main() {
 /// Logs go to stderr when `RUST_LOG` asks for them.
 fn tracing_subscriber_init() {
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
     }
 }
