@@ -47,6 +47,9 @@ pub enum Fault {
     DropAfterBytes(u64),
     /// Stream payload (both directions) is limited to about this many bytes per second.
     SlowLink(u64),
+    /// The device stays online but refuses every service (CLSE in answer to OPEN): clients see
+    /// `FAIL closed`, as when adbd cannot start a service.
+    RefuseServices,
 }
 
 /// How the device behaves after `reboot`.

@@ -377,6 +377,12 @@ impl SimHandle {
         lock(&self.shared.pm).outcome = outcome;
     }
 
+    /// Queues a one-shot outcome for the next install (played before the outcome set with
+    /// [`SimHandle::set_install_outcome`]); queue several for several installs. For retry tests.
+    pub fn queue_install_outcome(&self, outcome: InstallOutcome) {
+        lock(&self.shared.pm).queued.push_back(outcome);
+    }
+
     /// The packages installed now (system packages included), sorted.
     pub fn installed_packages(&self) -> Vec<String> {
         lock(&self.shared.pm).packages.keys().cloned().collect()
@@ -664,7 +670,12 @@ async fn link_loop(
                     msg.payload.strip_suffix(b"\0").unwrap_or(&msg.payload),
                 )
                 .into_owned();
-                let Some(service) = Service::parse(&name) else {
+                let parsed = if fault == Fault::RefuseServices {
+                    None
+                } else {
+                    Service::parse(&name)
+                };
+                let Some(service) = parsed else {
                     tracing::debug!(addr = %shared.addr, service = %name, "refused");
                     let _ = tx.send(Message::new(A_CLSE, 0, remote, Vec::new()));
                     continue;

@@ -66,6 +66,8 @@ pub(crate) struct Installed {
 pub(crate) struct PackageManager {
     pub(crate) packages: BTreeMap<String, Installed>,
     pub(crate) outcome: InstallOutcome,
+    /// One-shot outcomes played before `outcome`, in order.
+    pub(crate) queued: std::collections::VecDeque<InstallOutcome>,
     next_session: u32,
     /// install-multiple sessions: id -> APK bytes written so far.
     sessions: BTreeMap<u32, Vec<u8>>,
@@ -85,6 +87,7 @@ impl Default for PackageManager {
         PackageManager {
             packages,
             outcome: InstallOutcome::Install,
+            queued: std::collections::VecDeque::new(),
             next_session: 1001,
             sessions: BTreeMap::new(),
         }
@@ -132,7 +135,11 @@ impl PackageManager {
         flags: InstallFlags,
         legacy: bool,
     ) -> (Reply, Option<String>) {
-        match &self.outcome {
+        let outcome = self
+            .queued
+            .pop_front()
+            .unwrap_or_else(|| self.outcome.clone());
+        match &outcome {
             InstallOutcome::Install => {}
             InstallOutcome::Failure { code, exit_status } => {
                 return (
@@ -269,6 +276,9 @@ mod tests {
                 .starts_with("Failure [INSTALL_PARSE_FAILED_NOT_APK"),
             "{reply:?}"
         );
+        pm.queued.push_back(InstallOutcome::exception());
+        assert_eq!(pm.install(&v2, flags, false).0.status, 255);
+        assert_eq!(pm.install(&v2, flags, false).0.out, "Success\n");
         pm.outcome = InstallOutcome::failure("INSTALL_FAILED_INSUFFICIENT_STORAGE");
         assert_eq!(
             pm.install(&v2, flags, false).0,

@@ -227,3 +227,31 @@ async fn a_device_that_closes_every_link() {
         "{reply}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_refuses_services_answers_fail_closed() {
+    let server = AdbServer::start().await.unwrap();
+    let dev = SimDevice::start(DeviceConfig::modern("refuser"))
+        .await
+        .unwrap();
+    let serial = server.connect(&dev).await.unwrap();
+    dev.set_fault(Fault::RefuseServices);
+    let err = server
+        .device_service(&serial, "shell,v2,raw:echo hi")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, adbd_sim::testing::HarnessError::Refused { message, .. } if message == "closed"),
+        "{err}"
+    );
+    assert_eq!(
+        server.state(&serial).await.unwrap().as_deref(),
+        Some("device")
+    );
+    dev.set_fault(Fault::None);
+    let body = server
+        .device_service(&serial, "exec:echo hi")
+        .await
+        .unwrap();
+    assert_eq!(body, b"hi\n");
+}

@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, default_value = "sim")]
     serial_prefix: String,
     /// Make device number N (1-based) play a fault: `N=hang`, `N=unauthorized`, `N=offline`,
-    /// `N=slow:BYTES_PER_SEC`, `N=drop:BYTES`. Repeatable.
+    /// `N=close`, `N=refuse`, `N=slow:BYTES_PER_SEC`, `N=drop:BYTES`. Repeatable.
     #[arg(long, value_name = "N=FAULT")]
     fault: Vec<String>,
     /// Make device N refuse every install with `Failure [CODE]` (exit status 0), e.g.
@@ -76,6 +76,7 @@ fn parse_fault(text: &str, devices: usize) -> Result<(usize, Fault), String> {
         None if fault == "unauthorized" => Fault::Unauthorized,
         None if fault == "offline" => Fault::NeverAnswer,
         None if fault == "close" => Fault::CloseImmediately,
+        None if fault == "refuse" => Fault::RefuseServices,
         Some(("slow", v)) => Fault::SlowLink(
             v.parse()
                 .map_err(|_| format!("--fault {text:?}: bad rate {v:?}"))?,
@@ -86,7 +87,7 @@ fn parse_fault(text: &str, devices: usize) -> Result<(usize, Fault), String> {
         ),
         _ => {
             return Err(format!(
-                "--fault {text:?}: unknown fault {fault:?} (hang, unauthorized, offline, close, slow:N, drop:N)"
+                "--fault {text:?}: unknown fault {fault:?} (hang, unauthorized, offline, close, refuse, slow:N, drop:N)"
             ));
         }
     };
