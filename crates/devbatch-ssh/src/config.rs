@@ -66,6 +66,7 @@ pub(crate) struct SshSettings {
     pub connect_timeout: Option<String>,
     pub max_channels: Option<usize>,
     pub max_handshakes: Option<usize>,
+    pub handshake_attempts: Option<u32>,
     pub keepalive: Option<String>,
 }
 
@@ -153,6 +154,8 @@ pub(crate) struct Target {
     pub connect_timeout: Duration,
     pub max_channels: usize,
     pub max_handshakes: usize,
+    /// How many times a handshake the server drops is tried in all.
+    pub handshake_attempts: u32,
     pub keepalive: Option<Duration>,
 }
 
@@ -164,6 +167,9 @@ pub const DEFAULT_MAX_CHANNELS: usize = 5;
 /// The default number of handshakes in flight at once to one server address (below sshd's
 /// default `MaxStartups 10:30:100`).
 pub const DEFAULT_MAX_HANDSHAKES: usize = 8;
+/// The default number of tries of a handshake the server keeps dropping (sshd `MaxStartups`);
+/// with backoff they span about 20 s.
+pub const DEFAULT_HANDSHAKE_ATTEMPTS: u32 = 10;
 /// The default keepalive interval.
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(30);
 
@@ -623,6 +629,14 @@ impl SshSettings {
                 "max_handshakes must be at least 1".into(),
             ));
         }
+        let handshake_attempts = self
+            .handshake_attempts
+            .unwrap_or(DEFAULT_HANDSHAKE_ATTEMPTS);
+        if handshake_attempts == 0 {
+            return Err(ConfigError::Settings(
+                "handshake_attempts must be at least 1".into(),
+            ));
+        }
         let use_agent = self
             .use_agent
             .unwrap_or(!cfg.identities_only.unwrap_or(false));
@@ -638,6 +652,7 @@ impl SshSettings {
             connect_timeout,
             max_channels,
             max_handshakes,
+            handshake_attempts,
             keepalive,
         })
     }

@@ -4,7 +4,7 @@
 //!
 //! Measured facts this follows: TCP nodelay cuts a connect-and-run from 119 ms to 75 ms; sshd's
 //! `MaxStartups` drops a share of a burst of handshakes, so handshakes to one address are
-//! limited (`max_handshakes`) and dropped ones retried with backoff; sshd's `MaxSessions`
+//! limited (`max_handshakes`) and dropped ones retried with backoff (`handshake_attempts`); sshd's `MaxSessions`
 //! refuses channel opens under load, so channels per connection are limited (`max_channels`)
 //! and refused opens retried (see [`Connection::open_session`]).
 
@@ -26,8 +26,6 @@ use crate::config::{Hop, HostKeyPolicy, Target};
 use crate::error::SshError;
 use crate::known_hosts::{KnownHosts, Verdict, fingerprint};
 
-/// How many times a handshake the server dropped is tried in all.
-const HANDSHAKE_ATTEMPTS: u32 = 8;
 /// How many times a refused channel open is tried in all.
 const CHANNEL_ATTEMPTS: u32 = 10;
 
@@ -475,7 +473,7 @@ fn connect(
                     });
                 }
                 Ok(Err(Attempt::Dropped { stage, message })) => {
-                    if attempt >= HANDSHAKE_ATTEMPTS {
+                    if attempt >= target.handshake_attempts {
                         return Err(SshError::Dropped {
                             target: display,
                             stage,
@@ -484,7 +482,7 @@ fn connect(
                         });
                     }
                     drop(_permit);
-                    let delay = backoff(attempt - 1, 100, 3_000);
+                    let delay = backoff(attempt - 1, 100, 4_000);
                     let shown = display.as_str();
                     tracing::debug!(host = shown, attempt, ?delay, %message, "handshake dropped by the server; retrying");
                     tokio::time::sleep(delay).await;

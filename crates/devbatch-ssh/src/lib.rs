@@ -42,6 +42,7 @@
 //! connect_timeout = "10s"         # TCP + banner + key exchange + authentication
 //! max_channels = 5
 //! max_handshakes = 8
+//! handshake_attempts = 10         # tries of a handshake sshd keeps dropping (MaxStartups)
 //! keepalive = "30s"               # "off" to disable
 //! ```
 //!
@@ -62,8 +63,8 @@ mod pattern;
 mod sftp;
 
 pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE, DEFAULT_MAX_CHANNELS, DEFAULT_MAX_HANDSHAKES,
-    HostKeyPolicy,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_ATTEMPTS, DEFAULT_KEEPALIVE, DEFAULT_MAX_CHANNELS,
+    DEFAULT_MAX_HANDSHAKES, HostKeyPolicy,
 };
 pub use device::SshDevice;
 
