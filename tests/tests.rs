@@ -1,0 +1,535 @@
+//! End-to-end checks of the `devbatch` binary: exit codes, output formats, selection, reports,
+//! Ctrl-C, and the README's first command.
+
+mod util;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::Dir;
+
+const MIXED_POOL: &str = r#"
+[defaults]
+concurrency = 8
+
+[[devices]]
+backend = "mock"
+id = "phone"
+count = 5
+labels = { os = "android" }
+[devices.ops.info]
+result = "Android 14"
+
+[[devices]]
+backend = "mock"
+id = "broken"
+labels = { os = "android" }
+[devices.ops.info]
+error = { kind = "unreachable", message = "usb reset" }
+
+[[devices]]
+backend = "local"
+id = "here"
+labels = { os = "linux" }
+"#;
+
+#[test]
+fn readme_first_command_prints_a_result_for_local() {
+    let dir = Dir::new();
+    let run = dir.run(&["run", "shell", "--param", "cmd=echo hello from $(uname -s)"]);
+    assert_eq!(run.code(), 0, "stderr: {}", run.stderr());
+    let out = run.stdout();
+    assert!(out.contains("SUCCEEDED: shell on 1 device"), "{out}");
+    assert!(out.contains("1 device: hello from Linux"), "{out}");
+    assert!(out.contains("    local\n"), "{out}");
+    let run = dir.run(&["run", "info", "--output", "json"]);
+    assert_eq!(run.code(), 0, "stderr: {}", run.stderr());
+    let doc = run.json();
+    assert_eq!(doc["local"]["status"], "success");
+    assert_eq!(doc["local"]["result"]["os"], "Linux");
+}
+
+#[test]
+fn exit_codes_0_1_2_3() {
+    let dir = Dir::new();
+    let pool = dir.write("fleet.toml", MIXED_POOL);
+    let pool = pool.to_str().unwrap();
+
+    let ok = dir.run(&[
+        "--pool",
+        pool,
+        "run",
+        "info",
+        "--select",
+        "os=android",
+        "--devices",
+        "phone-001,phone-002",
+    ]);
+    assert_eq!(ok.code(), 0, "{}", ok.stderr());
+
+    let failed = dir.run(&["--pool", pool, "run", "info", "--select", "os=android"]);
+    assert_eq!(failed.code(), 1, "{}", failed.stderr());
+    assert!(
+        failed
+            .stdout()
+            .contains("broken [unreachable] unreachable: usb reset"),
+        "{}",
+        failed.stdout()
+    );
+
+    let err = dir
+        .run(&[
+            "--pool",
+            pool,
+            "run",
+            "info",
+            "--devices",
+            "phone-001,ghost",
+        ])
+        .one_line_error(2);
+    assert_eq!(err, "error: unknown device id: ghost");
+    let err = dir
+        .run(&["--pool", pool, "run", "reboto"])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        "error: unknown operation 'reboto'; known operations: info, pull, push, reboot, run_test, shell"
+    );
+    let err = dir
+        .run(&[
+            "--pool",
+            pool,
+            "run",
+            "shell",
+            "--param",
+            "cmd=true",
+            "--param",
+            "colour=red",
+        ])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        "error: operation 'shell' has no parameter 'colour'; its parameters are: cmd, args, stdin, ok_exit_codes"
+    );
+    let err = dir
+        .run(&["--pool", pool, "run", "info", "--select", "os=ios"])
+        .one_line_error(3);
+    assert!(err.starts_with("error: no device selected: the selection os=ios matched none of the 7 devices in pool file"), "{err}");
+
+    let empty = dir.write("empty.toml", "# no devices\n");
+    let err = dir
+        .run(&["--pool", empty.to_str().unwrap(), "run", "info"])
+        .one_line_error(3);
+    assert!(err.ends_with("empty.toml has no devices"), "{err}");
+}
+
+#[test]
+fn malformed_pool_files_are_named_with_line_and_key() {
+    let dir = Dir::new();
+    let bad = dir.write(
+        "bad.toml",
+        "[[devices]]\nbackend = \"mock\"\nid = \"a\"\nlatncy_ms = 5\n",
+    );
+    let err = dir
+        .run(&["--pool", bad.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(err.contains("bad.toml:1: device entry #1: mock device 'a': invalid settings: unknown field `latncy_ms`"), "{err}");
+    let syntax = dir.write("syntax.toml", "[defaults]\nconcurrency = 4\n[[devices]\n");
+    let err = dir
+        .run(&["--pool", syntax.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(err.contains("syntax.toml:3: "), "{err}");
+    let unknown = dir.write(
+        "unknown.toml",
+        "[[devices]]\nbackend = \"telnet\"\nid = \"x\"\n",
+    );
+    let err = dir
+        .run(&["--pool", unknown.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(
+        err.contains("unknown.toml:1: device entry #1: unknown backend 'telnet'; known backends: "),
+        "{err}"
+    );
+    let dup = dir.write("dup.toml", "[[devices]]\nbackend = \"mock\"\nid = \"x\"\n\n[[devices]]\nbackend = \"local\"\nid = \"x\"\n");
+    let err = dir
+        .run(&["--pool", dup.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(
+        err.contains(
+            "dup.toml:5: device entry #2: duplicate device id 'x' (backends mock and local)"
+        ),
+        "{err}"
+    );
+    let missing = dir.join("nowhere.toml");
+    let err = dir
+        .run(&["--pool", missing.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(
+        err.starts_with("error: cannot read pool file ") && err.contains("nowhere.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_and_jsonl_parse_under_concurrency_100_with_large_and_binary_output() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        "[[devices]]\nbackend = \"mock\"\nid = \"m\"\ncount = 120\n",
+    );
+    let cmd =
+        "cmd=printf 'head\\377\\376\\000'; head -c 300000 /dev/zero | tr '\\000' a; echo tail >&2";
+    let run = dir.run(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "shell",
+        "--param",
+        cmd,
+        "-j",
+        "100",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let doc = run.json();
+    let map = doc.as_object().unwrap();
+    assert_eq!(map.len(), 120);
+    for (id, o) in map {
+        assert_eq!(o["status"], "success", "{id}");
+        let b64 = o["result"]["stdout_base64"]
+            .as_str()
+            .expect("binary stdout carries base64");
+        assert!(b64.starts_with("aGVhZP/+AGFh"), "{id}: exact bytes kept");
+        assert_eq!(o["result"]["stderr"], "tail\n");
+    }
+
+    let run = dir.run(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "shell",
+        "--param",
+        cmd,
+        "-j",
+        "100",
+        "-o",
+        "jsonl",
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let lines: Vec<Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 121);
+    let mut ids: Vec<&str> = lines[..120]
+        .iter()
+        .map(|l| l["device"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 120, "one line per device");
+    assert_eq!(lines[120]["summary"]["succeeded"], 120);
+    assert_eq!(lines[120]["interrupted"], false);
+}
+
+#[test]
+fn human_summary_groups_identical_results_and_puts_failures_first() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        r#"
+[[devices]]
+backend = "mock"
+id = "phone"
+count = 298
+[devices.ops.info]
+result = "Android 14"
+
+[[devices]]
+backend = "mock"
+id = "old-phone"
+[devices.ops.info]
+result = "Android 13"
+
+[[devices]]
+backend = "mock"
+id = "dead-phone"
+[devices.ops.info]
+error = { kind = "timeout", message = "30s" }
+"#,
+    );
+    let run = dir.run(&["--pool", pool.to_str().unwrap(), "run", "info", "-j", "50"]);
+    assert_eq!(run.code(), 1);
+    let out = run.stdout();
+    let expected_head = "FAILED: info on 1 device\n  dead-phone [timeout] timed out after 30s\nSUCCEEDED: info on 299 devices\n  298 devices: Android 14\n    phone-001, phone-002";
+    assert!(out.starts_with(expected_head), "{out}");
+    assert!(
+        out.contains("phone-012 and 286 more\n  1 device: Android 13\n    old-phone\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("300 devices: 299 succeeded, 1 failed in "),
+        "{out}"
+    );
+}
+
+#[test]
+fn reports_junit_and_rerun_failed() {
+    let dir = Dir::new();
+    let pool = dir.write("fleet.toml", MIXED_POOL);
+    let pool = pool.to_str().unwrap();
+    let run = dir.run(&[
+        "--pool",
+        pool,
+        "run",
+        "info",
+        "-s",
+        "os=android",
+        "--report",
+        "last.json",
+        "--junit",
+        "junit.xml",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code(), 1);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("last.json")).unwrap()).unwrap();
+    assert_eq!(
+        report,
+        run.json(),
+        "--report holds the same document as stdout"
+    );
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 6);
+    assert!(
+        junit.contains("<testcase classname=\"info\" name=\"broken\""),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("<failure type=\"unreachable\" message=\"unreachable: usb reset\">"),
+        "{junit}"
+    );
+
+    let rerun = dir.run(&[
+        "--pool",
+        pool,
+        "run",
+        "info",
+        "--rerun-failed",
+        "last.json",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(rerun.code(), 1);
+    let doc = rerun.json();
+    assert_eq!(
+        doc.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["broken"]
+    );
+
+    std::fs::write(
+        dir.join("good.json"),
+        r#"{"phone-001": {"status": "success", "result": 1}}"#,
+    )
+    .unwrap();
+    let err = dir
+        .run(&["--pool", pool, "run", "info", "--rerun-failed", "good.json"])
+        .one_line_error(3);
+    assert!(
+        err.starts_with("error: no device selected: every device in good.json succeeded"),
+        "{err}"
+    );
+}
+
+#[test]
+fn param_values_are_json_when_they_parse_and_strings_otherwise() {
+    let dir = Dir::new();
+    let shell = |extra: &[&str]| {
+        let mut args = vec!["run", "shell", "-o", "json"];
+        args.extend_from_slice(extra);
+        dir.run(&args)
+    };
+    let run = shell(&[
+        "--param",
+        r#"args=["printf", "%s|", "a b", "$HOME", "x; echo INJECTED"]"#,
+    ]);
+    assert_eq!(
+        run.json()["local"]["result"]["stdout"],
+        "a b|$HOME|x; echo INJECTED|"
+    );
+    let run = shell(&["--param", "cmd=exit 3", "--param", "ok_exit_codes=[3]"]);
+    assert_eq!(run.code(), 0);
+    let run = shell(&["--param-str", "cmd=42"]);
+    let error = run.json()["local"]["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("command exited with status 127: ") && error.ends_with("42: not found"),
+        "{error}"
+    );
+    let err = shell(&["--param", "cmd=42"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: parameter 'cmd' of operation 'shell' must be a string, got number 42"
+    );
+    let err = shell(&["--params-json", "[1]"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: --params-json must be a JSON object, got a list"
+    );
+    let err = shell(&["--param", "novalue"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: --param \"novalue\": expected KEY=VALUE, for example cmd='uname -a'"
+    );
+    dir.write("params.json", r#"{"cmd": "echo from-file"}"#);
+    let run = shell(&["--params-json", "@params.json"]);
+    assert_eq!(run.json()["local"]["result"]["stdout"], "from-file\n");
+}
+
+#[test]
+fn devices_and_ops_list_what_is_there() {
+    let dir = Dir::new();
+    let pool = dir.write("fleet.toml", MIXED_POOL);
+    let run = dir.run(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "devices",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code(), 0);
+    let rows = run.json();
+    assert_eq!(rows.as_array().unwrap().len(), 7);
+    assert_eq!(
+        rows[6],
+        serde_json::json!({"id": "here", "backend": "local", "state": "ready", "labels": {"os": "linux"}})
+    );
+    let human = dir
+        .run(&[
+            "--pool",
+            pool.to_str().unwrap(),
+            "devices",
+            "-s",
+            "os=linux",
+        ])
+        .stdout();
+    assert!(
+        human.starts_with("ID    BACKEND  STATE  LABELS\nhere  local    ready  os=linux\n"),
+        "{human}"
+    );
+    let ops = dir.run(&["ops", "--output", "json"]).json();
+    let names: Vec<&str> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    for name in ["shell", "push", "pull", "info", "reboot", "run_test"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    let human = dir.run(&["ops"]).stdout();
+    assert!(
+        human.contains("  --param cmd=<string>  (optional) command line for the device's shell"),
+        "{human}"
+    );
+    for cmd in [
+        &["run", "--help"][..],
+        &["devices", "--help"],
+        &["ops", "--help"],
+        &["plugins", "--help"],
+        &["--help"],
+    ] {
+        let help = dir.run(cmd).stdout();
+        assert!(help.contains("Examples:"), "{cmd:?} --help has no examples");
+    }
+    assert!(
+        dir.run(&["run", "--help"])
+            .stdout()
+            .contains("130  interrupted")
+    );
+}
+
+#[test]
+fn sigint_yields_a_complete_document_and_exit_130() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        r#"
+[[devices]]
+backend = "mock"
+id = "quick"
+count = 4
+[devices.ops.info]
+result = "ok"
+
+[[devices]]
+backend = "mock"
+id = "stuck"
+count = 30
+[devices.ops.info]
+hang = true
+"#,
+    );
+    let mut child = dir
+        .command()
+        .args([
+            "--pool",
+            pool.to_str().unwrap(),
+            "run",
+            "info",
+            "-j",
+            "10",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "devbatch did not exit within 2 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not valid JSON ({e}): {stdout}"));
+    let map = doc.as_object().unwrap();
+    assert_eq!(map.len(), 34, "every device has its outcome");
+    assert_eq!(map.values().filter(|o| o["status"] == "success").count(), 4);
+    let cancelled: Vec<_> = map
+        .values()
+        .filter(|o| o["error_kind"] == "cancelled")
+        .collect();
+    assert_eq!(cancelled.len(), 30);
+    assert_eq!(
+        cancelled
+            .iter()
+            .filter(|o| o["error"] == "cancelled")
+            .count(),
+        10,
+        "those running when interrupted"
+    );
+}
