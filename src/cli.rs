@@ -14,22 +14,25 @@ pub(crate) struct Cli {
     pub command: Commands,
 
     /// Pool file (TOML) listing the devices.
-    #[arg(long, global = true, value_name = "FILE", env = "DEVBATCH_POOL")]
+    #[arg(long, global = true, value_name = "FILE", env = "DEVBATCH_POOL", help_heading = GLOBAL)]
     pub pool: Option<PathBuf>,
 
     /// Load a plugin library (repeatable); also $DEVBATCH_PLUGIN_PATH (directories or files,
     /// separated by `:`) and `plugins = [...]` in the pool file.
-    #[arg(long = "plugin", global = true, value_name = "PATH")]
+    #[arg(long = "plugin", global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub plugins: Vec<PathBuf>,
 
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// Only errors on stderr, no progress bar.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
 }
+
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Global options";
 
 const TOP_HELP: &str = "Examples:
   devbatch run shell --param cmd='uname -a'
