@@ -94,7 +94,7 @@ fn exit_codes_0_1_2_3() {
         .one_line_error(2);
     assert_eq!(
         err,
-        "error: unknown operation 'reboto'; known operations: info, pull, push, reboot, run_test, shell"
+        "error: unknown operation 'reboto'; known operations: info, install_app, pull, push, reboot, run_test, screenshot, shell, uninstall_app"
     );
     let err = dir
         .run(&[
