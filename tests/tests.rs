@@ -533,3 +533,65 @@ hang = true
         "those running when interrupted"
     );
 }
+
+/// The embedded default pool holds the devices of the default adb server: here a real adb
+/// server on a private port (named by `ANDROID_ADB_SERVER_PORT`) with 20 simulated devices.
+#[test]
+fn default_pool_lists_the_adb_servers_devices_and_info_reads_each_ones_own_properties() {
+    use adbd_sim::testing::AdbServer;
+    use adbd_sim::{DeviceConfig, SimDevice};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, sims) = runtime.block_on(async {
+        let server = AdbServer::start()
+            .await
+            .expect("start the adb server (apt-get install adb)");
+        let mut sims = Vec::new();
+        for n in 1..=20 {
+            let config =
+                DeviceConfig::modern(format!("farm-{n:02}")).model(format!("Sim Phone {n}"));
+            let sim = SimDevice::start(config).await.expect("simulated device");
+            server.connect(&sim).await.expect("adb connect");
+            sims.push(sim);
+        }
+        (server, sims)
+    });
+    let dir = Dir::new();
+    let run = |args: &[&str]| {
+        let out = dir
+            .command()
+            .env("ANDROID_ADB_SERVER_PORT", server.port().to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        util::Run(out)
+    };
+
+    let devices = run(&["devices", "--output", "json"]);
+    assert_eq!(devices.code(), 0, "{}", devices.stderr());
+    let rows = devices.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 21, "local + 20 adb devices: {rows:?}");
+    assert_eq!(rows[0]["id"], "local");
+    for sim in &sims {
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == sim.serial().as_str())
+            .unwrap_or_else(|| panic!("{} listed", sim.serial()));
+        assert_eq!(row["backend"], "adb");
+        assert_eq!(row["state"], "ready");
+    }
+
+    let info = run(&["run", "info", "--select", "backend=adb", "--output", "json"]);
+    assert_eq!(info.code(), 0, "{}", info.stderr());
+    let doc = info.json();
+    assert_eq!(doc.as_object().unwrap().len(), 20);
+    for (n, sim) in sims.iter().enumerate() {
+        let outcome = &doc[sim.serial().as_str()];
+        assert_eq!(outcome["status"], "success", "{outcome}");
+        assert_eq!(outcome["result"]["model"], format!("Sim Phone {}", n + 1));
+        assert_eq!(outcome["result"]["serialno"], format!("farm-{:02}", n + 1));
+    }
+    drop(sims);
+    drop(server);
+}
