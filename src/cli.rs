@@ -82,8 +82,9 @@ Examples:
   devbatch run info --report last.json; devbatch run info --rerun-failed last.json
 
 Parameters: --param KEY=VALUE takes VALUE as JSON when it parses as JSON (true, 42, [\"a\"],
-{\"k\":1}, \"quoted\") and as a plain string otherwise; --param-str KEY=VALUE always takes a
-string (for a value such as 42 or true meant as text). --params-json takes one JSON object,
+{\"k\":1}, \"quoted\") and as a plain string otherwise, except that a parameter the operation
+declares as a string always gets VALUE as written (--param cmd=true runs `true`; see
+`devbatch ops`). --param-str KEY=VALUE always takes a string. --params-json takes one JSON object,
 inline or @FILE; --param and --param-str override its keys.
 
 Exit codes:
@@ -100,7 +101,8 @@ pub(crate) struct RunArgs {
     /// The operation (see `devbatch ops`).
     pub operation: String,
 
-    /// A parameter, KEY=VALUE; VALUE is JSON if it parses as JSON, else a string (repeatable).
+    /// A parameter, KEY=VALUE; VALUE is JSON if it parses as JSON, else a string; string
+    /// parameters always take VALUE as written (repeatable).
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
     pub params: Vec<String>,
 

@@ -363,13 +363,22 @@ fn param_values_are_json_when_they_parse_and_strings_otherwise() {
     );
     let run = shell(&["--param", "cmd=exit 3", "--param", "ok_exit_codes=[3]"]);
     assert_eq!(run.code(), 0);
-    let run = shell(&["--param-str", "cmd=42"]);
+    let run = shell(&["--param", "cmd=42"]);
     let error = run.json()["local"]["error"].as_str().unwrap().to_string();
     assert!(
         error.starts_with("command exited with status 127: ") && error.ends_with("42: not found"),
         "{error}"
     );
-    let err = shell(&["--param", "cmd=42"]).one_line_error(2);
+    // `cmd` is declared a string, so `true` is the command, not a boolean.
+    let run = shell(&["--param", "cmd=true"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.json()["local"]["result"]["exit_code"], 0);
+    let err = shell(&["--param", "cmd=true", "--param", "ok_exit_codes=yes"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: parameter 'ok_exit_codes' of operation 'shell' must be a list of integers, got string \"yes\""
+    );
+    let err = shell(&["--params-json", r#"{"cmd": 42}"#]).one_line_error(2);
     assert_eq!(
         err,
         "error: parameter 'cmd' of operation 'shell' must be a string, got number 42"
