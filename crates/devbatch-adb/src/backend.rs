@@ -178,33 +178,50 @@ impl Backend for AdbBackend {
             }
             _ => unreachable!("exactly one was checked"),
         };
+        let mut connect_failure = None;
         if let Some(a) = &connect_addr {
             let reply = server
                 .query(&format!("host:connect:{a}"))
                 .await
                 .map_err(setup)?;
-            match parse_connect_reply(&reply) {
-                ConnectReply::Connected | ConnectReply::Unauthorized(_) => {}
-                ConnectReply::Failed(text) => {
-                    // Not fatal for the pool: the device gets an `unreachable` outcome naming
-                    // this, and operations try to connect again.
-                    tracing::warn!(device = %a, server = %addr, "adb connect failed: {text}");
-                }
+            if let ConnectReply::Failed(text) = parse_connect_reply(&reply) {
+                // Not fatal for the pool: the device is listed as absent, and operations try
+                // to connect again (failing as `unreachable` with the server's words).
+                tracing::warn!(device = %a, server = %addr, "adb connect failed: {text}");
+                connect_failure = Some(text);
             }
         }
         let listing = server.devices().await.map_err(setup)?;
-        let matches: Vec<&ListedDevice> = listing.iter().filter(|d| d.serial == serial).collect();
-        let listed = matches.first().copied();
+        let matches: Vec<ListedDevice> =
+            listing.into_iter().filter(|d| d.serial == serial).collect();
+        if matches.len() > 1 {
+            // Two transports under one serial: both, told apart by transport id.
+            return Ok(devices_from_listing(&matches, &server, &spec.labels));
+        }
+        let listed = matches.first();
         let id = spec.id.clone().unwrap_or_else(|| serial.clone());
         let mut labels = labels_for(&spec.labels, listed, &addr);
         labels.insert("serial".into(), serial.clone());
+        let state = match (listed, connect_failure) {
+            (Some(_), _) => state_of(listed),
+            (None, Some(text)) => DeviceState::NotReady {
+                state: "absent".into(),
+                hint: format!("the adb server at {addr} could not connect it: {text}"),
+            },
+            (None, None) => DeviceState::NotReady {
+                state: "absent".into(),
+                hint: format!(
+                    "the adb server at {addr} does not list this serial; check the cable or `adb devices`"
+                ),
+            },
+        };
         let device = AdbDevice::new(
             id,
             serial.clone(),
             Target::Serial(serial),
             server,
             labels,
-            state_of(listed),
+            state,
             listed.and_then(|d| d.transport_id),
             connect_addr,
         );
@@ -279,6 +296,58 @@ mod tests {
         assert_eq!(devices[0].state(), DeviceState::Ready);
     }
 
+    /// The transport-id path against the real server: a serial listed twice cannot be produced
+    /// with TCP devices, so the listing is doubled by hand; both entries address the device by
+    /// `host:transport-id:N` (and `host-transport-id:N:features`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn devices_addressed_by_transport_id_work_on_the_real_server() {
+        use devbatch_core::Command;
+        let server = adbd_sim::testing::AdbServer::start()
+            .await
+            .unwrap_or_else(|e| panic!("needs the real adb server (apt-get install -y adb): {e}"));
+        let sim = adbd_sim::SimDevice::start(adbd_sim::DeviceConfig::modern("twin"))
+            .await
+            .unwrap();
+        let serial = server.connect(&sim).await.unwrap();
+        let client = AdbServer::new(
+            &format!("127.0.0.1:{}", server.port()),
+            8,
+            Duration::from_secs(30),
+        );
+        let mut listing = client.devices().await.unwrap();
+        assert_eq!(listing.len(), 1);
+        listing.push(listing[0].clone());
+        let tid = listing[0].transport_id.expect("transport id listed");
+        let devices = devices_from_listing(&listing, &client, &Labels::new());
+        assert_eq!(devices[0].id(), format!("{serial}#{tid}"));
+        let out = devices[1]
+            .run(&Command::shell("getprop ro.serialno"))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout, b"twin\n");
+        let bad = devices_from_listing(
+            &[
+                ListedDevice {
+                    transport_id: Some(tid + 1000),
+                    ..listing[0].clone()
+                },
+                ListedDevice {
+                    transport_id: Some(tid + 1001),
+                    ..listing[0].clone()
+                },
+            ],
+            &client,
+            &Labels::new(),
+        );
+        let err = bad[0].run(&Command::shell("true")).await.unwrap_err();
+        assert_eq!(err.kind(), devbatch_core::ErrorKind::Unreachable, "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("transport id {}", tid + 1000)),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn settings_are_checked() {
         let open = |v: serde_json::Value| async move {
@@ -286,7 +355,12 @@ mod tests {
                 settings: v.as_object().unwrap().clone(),
                 ..Default::default()
             };
-            AdbBackend.open(spec).await.map(|_| ()).unwrap_err().to_string()
+            AdbBackend
+                .open(spec)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
         };
         assert!(open(serde_json::json!({})).await.contains("exactly one of"));
         assert!(

@@ -146,12 +146,12 @@ impl AdbServer {
             .deadline(
                 || format!("a connection to the adb server at {}", self.addr),
                 async {
-                    TcpStream::connect(&self.addr)
-                        .await
-                        .map_err(|source| AdbError::ServerUnreachable {
+                    TcpStream::connect(&self.addr).await.map_err(|source| {
+                        AdbError::ServerUnreachable {
                             addr: self.addr.clone(),
                             source,
-                        })
+                        }
+                    })
                 },
             )
             .await?;
@@ -205,7 +205,11 @@ impl AdbServer {
 
     /// A per-device host request (`host-serial:S:features`), with the device's FAIL messages
     /// mapped to its state.
-    pub(crate) async fn device_query(&self, target: &Target, what: &str) -> Result<String, AdbError> {
+    pub(crate) async fn device_query(
+        &self,
+        target: &Target,
+        what: &str,
+    ) -> Result<String, AdbError> {
         self.query(&format!("{}{what}", target.host_prefix()))
             .await
             .map_err(|e| device_fail(e, target, &self.addr))
@@ -230,7 +234,9 @@ fn device_fail(e: AdbError, target: &Target, server: &str) -> AdbError {
                     state: state.to_string(),
                     hint: state_hint(state),
                 }
-            } else if message.contains("not found") || message.starts_with("no devices") {
+            } else if message.contains("not found") || message.starts_with("no device") {
+                // `device 'X' not found`, `no devices/emulators found`,
+                // `no device with transport id 'N'` (adb 29).
                 AdbError::NotFound {
                     serial: match target {
                         Target::Serial(s) => s.clone(),
@@ -250,10 +256,9 @@ impl Conn {
     /// Sends a request and reads its `OKAY` / `FAIL` status.
     pub(crate) async fn request(&mut self, payload: &str) -> Result<(), AdbError> {
         let bytes = encode_request(payload)?;
-        self.stream
-            .write_all(&bytes)
-            .await
-            .map_err(|e| AdbError::Protocol(format!("the adb server closed the connection: {e}")))?;
+        self.stream.write_all(&bytes).await.map_err(|e| {
+            AdbError::Protocol(format!("the adb server closed the connection: {e}"))
+        })?;
         self.read_status(payload).await
     }
 
@@ -338,7 +343,10 @@ mod tests {
             .device_query(&Target::Serial("s 1".into()), "features")
             .await
             .unwrap_err();
-        assert!(matches!(err, AdbError::NotReady { ref state, .. } if state == "offline"), "{err}");
+        assert!(
+            matches!(err, AdbError::NotReady { ref state, .. } if state == "offline"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -355,7 +363,8 @@ mod tests {
         let err = server.query("host:devices-l").await.unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert!(
-            err.to_string().starts_with("timed out after 300ms waiting for the adb server at"),
+            err.to_string()
+                .starts_with("timed out after 300ms waiting for the adb server at"),
             "{err}"
         );
     }

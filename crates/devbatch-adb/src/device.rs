@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use devbatch_core::{
-    Capability, Command, CommandOutput, Device, DeviceError, DeviceState, Labels,
-    OutputCollector, RebootMode, TransferStats,
+    Capability, Command, CommandOutput, Device, DeviceError, DeviceState, Labels, OutputCollector,
+    RebootMode, TransferStats,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -82,7 +82,12 @@ impl AdbDevice {
             state: self.state.clone(),
             transport_id: self.transport_id,
             connect_addr: self.connect_addr.clone(),
-            features: Mutex::new(self.features.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            features: Mutex::new(
+                self.features
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
         }
     }
 
@@ -107,10 +112,17 @@ impl AdbDevice {
     }
 
     pub(crate) async fn features_inner(&self) -> Result<Arc<Vec<String>>, AdbError> {
-        if let Some(f) = self.features.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        if let Some(f) = self
+            .features
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
             return Ok(f);
         }
-        let text = self.with_reconnect(|| self.server.device_query(&self.target, "features")).await?;
+        let text = self
+            .with_reconnect(|| self.server.device_query(&self.target, "features"))
+            .await?;
         let list: Arc<Vec<String>> = Arc::new(
             text.trim()
                 .split(',')
@@ -167,7 +179,8 @@ impl AdbDevice {
 
     /// Opens a device service.
     pub(crate) async fn open_service(&self, service: &str) -> Result<Conn, AdbError> {
-        self.with_reconnect(|| self.server.service(&self.target, service)).await
+        self.with_reconnect(|| self.server.service(&self.target, service))
+            .await
     }
 
     /// Runs a command; the crate-internal error type.
@@ -319,11 +332,19 @@ impl AdbDevice {
                     let n = n.map_err(|e| AdbError::Disconnected(format!(
                         "the '{}' stream of {} broke: {e}", short(service), self.serial)))?;
                     if n == 0 {
+                        // The writer may have finished without being polled yet: give it a
+                        // moment; a device that closed early makes it fail or stall.
                         if writing {
-                            return Err(AdbError::Disconnected(format!(
-                                "the device closed '{}' before it had all its input",
-                                short(service)
-                            )));
+                            match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e @ AdbError::Io { .. })) => return Err(e),
+                                _ => {
+                                    return Err(AdbError::Disconnected(format!(
+                                        "the device closed '{}' before it had all its input",
+                                        short(service)
+                                    )));
+                                }
+                            }
                         }
                         return Ok(out);
                     }
@@ -444,7 +465,8 @@ impl AdbDevice {
         // The device answers and drops its link; read until then (bounded: a device may also
         // keep the stream open while it shuts down).
         let mut sink = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(2), conn.stream.read_to_end(&mut sink)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), conn.stream.read_to_end(&mut sink)).await;
         drop(conn);
         self.forget_features();
         if !wait {
@@ -459,7 +481,10 @@ impl AdbDevice {
         let mut last_connect = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            if gone && self.connect_addr.is_some() && last_connect.elapsed() >= Duration::from_secs(1) {
+            if gone
+                && self.connect_addr.is_some()
+                && last_connect.elapsed() >= Duration::from_secs(1)
+            {
                 // The server retries a dropped TCP device only every ~10 s; ask it now.
                 last_connect = tokio::time::Instant::now();
                 let _ = self.connect().await;

@@ -9,7 +9,9 @@ use devbatch_core::DeviceError;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AdbError {
     /// The adb server could not be reached at all.
-    #[error("cannot reach the adb server at {addr}: {source}; start it with `adb start-server` (or `adb -P PORT start-server`) or fix the `server` setting")]
+    #[error(
+        "cannot reach the adb server at {addr}: {source}; start it with `adb start-server` (or `adb -P PORT start-server`) or fix the `server` setting"
+    )]
     ServerUnreachable {
         addr: String,
         #[source]

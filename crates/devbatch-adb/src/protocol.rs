@@ -64,7 +64,14 @@ impl ListedDevice {
 }
 
 /// The keys of the `key:value` fields the server appends to a devices-l line.
-const LISTING_KEYS: &[&str] = &["usb", "product", "model", "device", "transport_id", "features"];
+const LISTING_KEYS: &[&str] = &[
+    "usb",
+    "product",
+    "model",
+    "device",
+    "transport_id",
+    "features",
+];
 
 /// Parses the body of `host:devices-l` (or `host:devices`).
 ///
@@ -216,8 +223,8 @@ impl ShellV2Decoder {
             if self.buf.len() < 5 {
                 return Ok(None);
             }
-            let len = u32::from_le_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
-                as usize;
+            let len =
+                u32::from_le_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
             if len > SHELL_PACKET_MAX {
                 return Err(AdbError::Protocol(format!(
                     "shell protocol packet of {len} bytes (id {})",
@@ -444,7 +451,10 @@ mod tests {
         let long = "x".repeat(MAX_REQUEST + 1);
         let err = encode_request(&long).unwrap_err();
         assert!(err.to_string().contains("at most 65535"), "{err}");
-        assert_eq!(&encode_request(&"y".repeat(MAX_REQUEST)).unwrap()[..4], b"ffff");
+        assert_eq!(
+            &encode_request(&"y".repeat(MAX_REQUEST)).unwrap()[..4],
+            b"ffff"
+        );
     }
 
     #[test]
@@ -470,7 +480,9 @@ mod tests {
         assert_eq!(list[3].field("usb"), Some("1-1"));
         assert_eq!(list[4].serial, "0123456789ABCDEF");
         assert!(
-            list[4].state.starts_with("no permissions (user in plugdev group;"),
+            list[4]
+                .state
+                .starts_with("no permissions (user in plugdev group;"),
             "{}",
             list[4].state
         );

@@ -12,8 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::client::Conn;
 use crate::error::AdbError;
 use crate::protocol::{
-    RemoteStat, STAT_V2_LEN, SYNC_DATA_MAX, errno_text, parse_stat_v1, parse_stat_v2,
-    sync_header, sync_path_request,
+    RemoteStat, STAT_V2_LEN, SYNC_DATA_MAX, errno_text, parse_stat_v1, parse_stat_v2, sync_header,
+    sync_path_request,
 };
 
 /// An open sync stream.
@@ -83,9 +83,14 @@ impl SyncSession {
     }
 
     async fn read_exact(&mut self, buf: &mut [u8], what: &str) -> Result<(), AdbError> {
-        self.conn.stream.read_exact(buf).await.map(|_| ()).map_err(|e| {
-            AdbError::Disconnected(format!("the device link was lost while {what} ({e})"))
-        })
+        self.conn
+            .stream
+            .read_exact(buf)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                AdbError::Disconnected(format!("the device link was lost while {what} ({e})"))
+            })
     }
 
     async fn read_header(&mut self, what: &str) -> Result<([u8; 4], u32), AdbError> {
@@ -229,7 +234,10 @@ impl SyncSession {
         if let Err(e) = self.conn.stream.write_all(&header).await {
             return Err(self.failed_send(remote, broken(0, e.to_string())).await);
         }
-        let mut buf = vec![0u8; SYNC_DATA_MAX];
+        // Read a large block at a time (each tokio file read is a trip to the blocking pool)
+        // and send it as several DATA messages in one write.
+        let mut buf = vec![0u8; 16 * SYNC_DATA_MAX];
+        let mut msg = Vec::with_capacity(buf.len() + 16 * 8);
         loop {
             let n = file
                 .read(&mut buf)
@@ -238,14 +246,22 @@ impl SyncSession {
             if n == 0 {
                 break;
             }
-            let mut msg = sync_header(b"DATA", n as u32).to_vec();
-            msg.extend_from_slice(&buf[..n]);
+            msg.clear();
+            for chunk in buf[..n].chunks(SYNC_DATA_MAX) {
+                msg.extend_from_slice(&sync_header(b"DATA", chunk.len() as u32));
+                msg.extend_from_slice(chunk);
+            }
             if let Err(e) = self.conn.stream.write_all(&msg).await {
                 return Err(self.failed_send(remote, broken(sent, e.to_string())).await);
             }
             sent += n as u64;
         }
-        if let Err(e) = self.conn.stream.write_all(&sync_header(b"DONE", mtime)).await {
+        if let Err(e) = self
+            .conn
+            .stream
+            .write_all(&sync_header(b"DONE", mtime))
+            .await
+        {
             return Err(self.failed_send(remote, broken(sent, e.to_string())).await);
         }
         let mut h = [0u8; 8];
@@ -276,7 +292,9 @@ impl SyncSession {
         if matches!(read, Ok(Ok(_))) && &h[..4] == b"FAIL" {
             let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
             if let Ok(msg) = self.read_fail(len, "reading a push failure").await {
-                return AdbError::Remote(format!("failed to write '{remote}' on the device: {msg}"));
+                return AdbError::Remote(format!(
+                    "failed to write '{remote}' on the device: {msg}"
+                ));
             }
         }
         broken
@@ -285,7 +303,8 @@ impl SyncSession {
     /// Receives remote file `remote` into the (new) local file `to`; returns its size.
     pub(crate) async fn recv_file(&mut self, remote: &str, to: &Path) -> Result<u64, AdbError> {
         let what = format!("receiving '{remote}'");
-        self.send(&sync_path_request(b"RECV", remote)?, &what).await?;
+        self.send(&sync_path_request(b"RECV", remote)?, &what)
+            .await?;
         let mut file = tokio::fs::File::create(to)
             .await
             .map_err(|e| AdbError::io(format!("create {}", to.display()), e))?;

@@ -316,11 +316,7 @@ fn read_config_file(
         };
         let key = key.to_ascii_lowercase();
         let bad = |what: &str| {
-            ConfigError::Setup(format!(
-                "ssh config {}:{}: {what}",
-                path.display(),
-                n + 1
-            ))
+            ConfigError::Setup(format!("ssh config {}:{}: {what}", path.display(), n + 1))
         };
         match key.as_str() {
             "host" => {
@@ -349,10 +345,7 @@ fn read_config_file(
                     let p = if p.is_absolute() {
                         p
                     } else {
-                        home()
-                            .map(|h| h.join(".ssh"))
-                            .unwrap_or_default()
-                            .join(p)
+                        home().map(|h| h.join(".ssh")).unwrap_or_default().join(p)
                     };
                     for file in glob_file_name(&p) {
                         read_config_file(&file, alias, out, active, depth + 1)?;
@@ -471,7 +464,10 @@ fn resolve_hop(
         .map(|h| expand_tokens(h, host, &user, port))
         .unwrap_or_else(|| host.to_string());
     let (identity_files, explicit) = if !identity_files.is_empty() {
-        (identity_files.iter().map(|p| expand_tilde(p)).collect(), true)
+        (
+            identity_files.iter().map(|p| expand_tilde(p)).collect(),
+            true,
+        )
     } else if !cfg.identity_files.is_empty() {
         (
             cfg.identity_files
@@ -585,7 +581,8 @@ impl SshSettings {
                 .map(|h| h.join(".ssh/known_hosts"))
                 .unwrap_or_else(|| PathBuf::from(".ssh/known_hosts")),
         };
-        let mut known_hosts: Vec<PathBuf> = self.known_hosts.iter().map(|p| expand_tilde(p)).collect();
+        let mut known_hosts: Vec<PathBuf> =
+            self.known_hosts.iter().map(|p| expand_tilde(p)).collect();
         let global = PathBuf::from("/etc/ssh/ssh_known_hosts");
         if !known_hosts.contains(&global) {
             known_hosts.push(global);
@@ -609,7 +606,9 @@ impl SshSettings {
         };
         let max_channels = self.max_channels.unwrap_or(DEFAULT_MAX_CHANNELS);
         if max_channels == 0 {
-            return Err(ConfigError::Settings("max_channels must be at least 1".into()));
+            return Err(ConfigError::Settings(
+                "max_channels must be at least 1".into(),
+            ));
         }
         let max_handshakes = self.max_handshakes.unwrap_or(DEFAULT_MAX_HANDSHAKES);
         if max_handshakes == 0 {
@@ -617,7 +616,9 @@ impl SshSettings {
                 "max_handshakes must be at least 1".into(),
             ));
         }
-        let use_agent = self.use_agent.unwrap_or(!cfg.identities_only.unwrap_or(false));
+        let use_agent = self
+            .use_agent
+            .unwrap_or(!cfg.identities_only.unwrap_or(false));
         Ok(Target {
             hop,
             jumps,
@@ -664,15 +665,15 @@ mod tests {
         assert_eq!(t.hop.hostname, "127.0.0.9");
         assert_eq!(t.hop.port, 2200);
         assert_eq!(t.hop.user, "fallback");
-        assert_eq!(
-            t.hop.identity_files,
-            vec![dir.path().join("key 127.0.0.9")]
-        );
+        assert_eq!(t.hop.identity_files, vec![dir.path().join("key 127.0.0.9")]);
         assert_eq!(t.jumps.len(), 1);
         assert_eq!(t.jumps[0].hostname, "bastion");
         assert_eq!(t.jumps[0].user, "admin");
         assert_eq!(t.jumps[0].port, 2022);
-        assert_eq!(t.hop.known_hosts_names(), vec!["[127.0.0.9]:2200", "[board1]:2200"]);
+        assert_eq!(
+            t.hop.known_hosts_names(),
+            vec!["[127.0.0.9]:2200", "[board1]:2200"]
+        );
 
         let t = settings(serde_json::json!({"host": "lab-3", "ssh_config": cfg, "user": "me"}))
             .resolve(None)
@@ -692,9 +693,11 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("unknown field `hots`"), "{e}");
-        let e = settings(serde_json::json!({"host": "x", "connect_timeout": "soon", "ssh_config": "none"}))
-            .resolve(None)
-            .unwrap_err();
+        let e = settings(
+            serde_json::json!({"host": "x", "connect_timeout": "soon", "ssh_config": "none"}),
+        )
+        .resolve(None)
+        .unwrap_err();
         assert!(e.to_string().contains("connect_timeout = \"soon\""), "{e}");
         let e = settings(serde_json::json!({"host": "x", "jump": "a@", "ssh_config": "none"}))
             .resolve(None)
@@ -708,7 +711,8 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug() {
-        let s = settings(serde_json::json!({"host": "x", "password": "hunter2", "ssh_config": "none"}));
+        let s =
+            settings(serde_json::json!({"host": "x", "password": "hunter2", "ssh_config": "none"}));
         assert!(!format!("{s:?}").contains("hunter2"));
         let t = s.resolve(None).unwrap();
         assert!(!format!("{t:?}").contains("hunter2"));

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{HostKeyPolicy, Hop, Target};
+use crate::config::{Hop, HostKeyPolicy, Target};
 use crate::error::SshError;
 use crate::known_hosts::{KnownHosts, Verdict, fingerprint};
 
@@ -319,9 +319,10 @@ pub(crate) fn backoff(attempt: u32, base_ms: u64, cap_ms: u64) -> Duration {
 fn describe(e: &russh::Error) -> String {
     match e {
         russh::Error::IO(io) => io.to_string(),
-        russh::Error::Disconnect | russh::Error::HUP | russh::Error::SendError | russh::Error::RecvError => {
-            "the server closed the connection".to_string()
-        }
+        russh::Error::Disconnect
+        | russh::Error::HUP
+        | russh::Error::SendError
+        | russh::Error::RecvError => "the server closed the connection".to_string(),
         other => other.to_string(),
     }
 }
@@ -378,7 +379,11 @@ pub(crate) async fn get(target: &Target) -> Result<Arc<Connection>, SshError> {
 
 /// Drops the cached connection of `target` if it is `conn` (after a failure showed it broken).
 pub(crate) fn forget(target: &Target, conn: &Arc<Connection>) {
-    let slot = CONNECTIONS.lock().expect("poisoned").get(&cache_key(target)).cloned();
+    let slot = CONNECTIONS
+        .lock()
+        .expect("poisoned")
+        .get(&cache_key(target))
+        .cloned();
     if let Some(slot) = slot
         && let Ok(mut guard) = slot.try_lock()
         && guard.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn))
@@ -389,7 +394,10 @@ pub(crate) fn forget(target: &Target, conn: &Arc<Connection>) {
 
 /// Removes `target`'s connection from the cache and closes it.
 pub(crate) async fn close(target: &Target) {
-    let slot = CONNECTIONS.lock().expect("poisoned").remove(&cache_key(target));
+    let slot = CONNECTIONS
+        .lock()
+        .expect("poisoned")
+        .remove(&cache_key(target));
     if let Some(slot) = slot {
         let conn = slot.lock().await.take();
         if let Some(conn) = conn {
@@ -408,7 +416,9 @@ fn jump_target(target: &Target, index: usize) -> Target {
     }
 }
 
-fn connect(target: &Target) -> Pin<Box<dyn Future<Output = Result<Connection, SshError>> + Send + '_>> {
+fn connect(
+    target: &Target,
+) -> Pin<Box<dyn Future<Output = Result<Connection, SshError>> + Send + '_>> {
     Box::pin(async move {
         let via = match target.jumps.len() {
             0 => None,
@@ -473,7 +483,10 @@ fn connect(target: &Target) -> Pin<Box<dyn Future<Output = Result<Connection, Ss
 /// How one attempt failed.
 enum Attempt {
     /// The server closed or reset the connection before authentication: worth retrying.
-    Dropped { stage: &'static str, message: String },
+    Dropped {
+        stage: &'static str,
+        message: String,
+    },
     Fatal(SshError),
 }
 
@@ -488,8 +501,12 @@ fn client_config(target: &Target, known: &KnownHosts, names: &[String]) -> russh
         for t in &known_types {
             if t == "ssh-rsa" {
                 order.extend([
-                    Algorithm::Rsa { hash: Some(HashAlg::Sha512) },
-                    Algorithm::Rsa { hash: Some(HashAlg::Sha256) },
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha512),
+                    },
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha256),
+                    },
                     Algorithm::Rsa { hash: None },
                 ]);
             } else if let Ok(a) = Algorithm::new(t) {
@@ -514,7 +531,10 @@ fn client_config(target: &Target, known: &KnownHosts, names: &[String]) -> russh
 
 fn is_drop(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(e.kind(), ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe)
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+    )
 }
 
 async fn attempt_once(
@@ -617,7 +637,10 @@ async fn authenticate(
     let mut tried: Vec<String> = Vec::new();
     let link = |e: russh::Error| {
         if matches!(&e, russh::Error::IO(io) if is_drop(io))
-            || matches!(e, russh::Error::Disconnect | russh::Error::HUP | russh::Error::SendError)
+            || matches!(
+                e,
+                russh::Error::Disconnect | russh::Error::HUP | russh::Error::SendError
+            )
         {
             Attempt::Dropped {
                 stage: "authentication",
@@ -659,12 +682,19 @@ async fn authenticate(
                 }
             },
             Err(e) => {
-                tried.push(format!("publickey {} (unreadable key: {e})", path.display()));
+                tried.push(format!(
+                    "publickey {} (unreadable key: {e})",
+                    path.display()
+                ));
                 continue;
             }
         };
         let hash = if key.algorithm().is_rsa() {
-            handle.best_supported_rsa_hash().await.map_err(link)?.flatten()
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .map_err(link)?
+                .flatten()
         } else {
             None
         };
@@ -688,7 +718,11 @@ async fn authenticate(
                     };
                     offered += 1;
                     let hash = if key.algorithm().is_rsa() {
-                        handle.best_supported_rsa_hash().await.map_err(link)?.flatten()
+                        handle
+                            .best_supported_rsa_hash()
+                            .await
+                            .map_err(link)?
+                            .flatten()
                     } else {
                         None
                     };

@@ -24,34 +24,44 @@ pub(crate) enum SshError {
         #[source]
         source: io::Error,
     },
-    #[error("{target} closed the connection during the {stage} {attempts} time(s) (server overloaded, see sshd MaxStartups): {last}")]
+    #[error(
+        "{target} closed the connection during the {stage} {attempts} time(s) (server overloaded, see sshd MaxStartups): {last}"
+    )]
     Dropped {
         target: String,
         stage: &'static str,
         attempts: u32,
         last: String,
     },
-    #[error("{target} presented a host key that differs from the one recorded in {path}:{line} (possible man-in-the-middle attack); presented key {fingerprint}; nothing was run")]
+    #[error(
+        "{target} presented a host key that differs from the one recorded in {path}:{line} (possible man-in-the-middle attack); presented key {fingerprint}; nothing was run"
+    )]
     HostKeyChanged {
         target: String,
         fingerprint: String,
         path: String,
         line: usize,
     },
-    #[error("{target} is not in known_hosts ({files}); presented key {fingerprint}; add it (ssh-keyscan) or set host_key_policy = \"accept-new\"; nothing was run")]
+    #[error(
+        "{target} is not in known_hosts ({files}); presented key {fingerprint}; add it (ssh-keyscan) or set host_key_policy = \"accept-new\"; nothing was run"
+    )]
     HostKeyUnknown {
         target: String,
         fingerprint: String,
         files: String,
     },
-    #[error("{target} presented key {fingerprint}, which {path}:{line} marks @revoked; nothing was run")]
+    #[error(
+        "{target} presented key {fingerprint}, which {path}:{line} marks @revoked; nothing was run"
+    )]
     HostKeyRevoked {
         target: String,
         fingerprint: String,
         path: String,
         line: usize,
     },
-    #[error("{target} presented a host certificate; certificate authorities are not supported, list the host's plain keys in known_hosts")]
+    #[error(
+        "{target} presented a host certificate; certificate authorities are not supported, list the host's plain keys in known_hosts"
+    )]
     HostKeyCertificate { target: String },
     #[error("could not record the host key of {target} in {path}: {source}")]
     KnownHostsWrite {
@@ -70,7 +80,9 @@ pub(crate) enum SshError {
     Protocol { target: String, message: String },
     #[error("the connection to {target} broke: {message}")]
     Disconnected { target: String, message: String },
-    #[error("{target} refused to open a channel {attempts} time(s) in a row ({reason}); lower max_channels or raise sshd MaxSessions")]
+    #[error(
+        "{target} refused to open a channel {attempts} time(s) in a row ({reason}); lower max_channels or raise sshd MaxSessions"
+    )]
     ChannelRefused {
         target: String,
         attempts: u32,
@@ -84,7 +96,9 @@ pub(crate) enum SshError {
         core_dumped: bool,
         message: String,
     },
-    #[error("the channel to {target} closed without an exit status (the command's fate is unknown)")]
+    #[error(
+        "the channel to {target} closed without an exit status (the command's fate is unknown)"
+    )]
     NoExitStatus { target: String },
     #[error("sftp {op} {path} on {target}: {message}")]
     Sftp {

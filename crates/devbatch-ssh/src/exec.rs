@@ -38,7 +38,9 @@ pub(crate) fn wrap(command: &Command) -> Result<String, SshError> {
             command.to_shell_line()
         }
     };
-    Ok(format!("printf '\\036devbatch-pid=%s\\n' \"$$\"; exec {inner}"))
+    Ok(format!(
+        "printf '\\036devbatch-pid=%s\\n' \"$$\"; exec {inner}"
+    ))
 }
 
 /// Kills the remote process group unless the command is known to have finished.
@@ -105,22 +107,28 @@ async fn reap(
             .flatten()
         }
     };
-    // Free our channel slot first, so that the kill channel cannot wait behind it.
+    // Stop receiving first: an unread channel whose buffer is full (a command flooding
+    // output) would stall the whole connection, kill channel included. Then free our channel
+    // slot, so that the kill channel cannot wait behind it.
+    drop(read);
     drop(permit);
     if let Some(pid) = pid {
-        let line = format!("kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true");
+        let line =
+            format!("kill -KILL -- -{pid} 2>/dev/null || kill -KILL {pid} 2>/dev/null; true");
         match conn.open_session().await {
             Ok(mut kill) => {
                 if kill.channel.exec(true, line).await.is_ok() {
-                    let _ = tokio::time::timeout(Duration::from_secs(10), drain(&mut kill.channel)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), drain(&mut kill.channel))
+                        .await;
                 }
                 tracing::debug!(host = %conn.display, pid, "killed the remote process group of a cancelled command");
             }
-            Err(e) => tracing::warn!(host = %conn.display, pid, "could not kill the remote process group of a cancelled command: {e}"),
+            Err(e) => {
+                tracing::warn!(host = %conn.display, pid, "could not kill the remote process group of a cancelled command: {e}")
+            }
         }
     }
     let _ = write.close().await;
-    drop(read);
 }
 
 /// Finds `MARKER<pid>\n` in `buf`: the pid and the byte range of the whole line.
@@ -128,12 +136,17 @@ fn find_marker(buf: &[u8]) -> Option<(Option<u32>, std::ops::Range<usize>)> {
     let start = buf.windows(MARKER.len()).position(|w| w == MARKER)?;
     let rest = &buf[start + MARKER.len()..];
     let end = rest.iter().position(|&b| b == b'\n')?;
-    let pid = std::str::from_utf8(&rest[..end]).ok().and_then(|s| s.parse().ok());
+    let pid = std::str::from_utf8(&rest[..end])
+        .ok()
+        .and_then(|s| s.parse().ok());
     Some((pid, start..start + MARKER.len() + end + 1))
 }
 
 /// Runs `command` on a new channel of `conn`.
-pub(crate) async fn run(conn: &Arc<Connection>, command: &Command) -> Result<CommandOutput, SshError> {
+pub(crate) async fn run(
+    conn: &Arc<Connection>,
+    command: &Command,
+) -> Result<CommandOutput, SshError> {
     let line = wrap(command)?;
     let session = conn.open_session().await?;
     let (read, write) = session.channel.split();
@@ -146,7 +159,10 @@ pub(crate) async fn run(conn: &Arc<Connection>, command: &Command) -> Result<Com
         permit: Some(session.permit),
     };
     let write = reaper.write.as_ref().expect("set above");
-    write.exec(true, line).await.map_err(|e| conn.link_error(e))?;
+    write
+        .exec(true, line)
+        .await
+        .map_err(|e| conn.link_error(e))?;
 
     let mut collector = OutputCollector::new(command.max_output);
     // Stdout before the marker line is held back until the marker is found.
@@ -156,71 +172,71 @@ pub(crate) async fn run(conn: &Arc<Connection>, command: &Command) -> Result<Com
     let mut closed = false;
 
     let result = {
-    let stdin = async {
-        if let Some(bytes) = &command.stdin {
-            // A command that exits without reading its input is not an error.
-            let _ = write.data(&bytes[..]).await;
-        }
-        let _ = write.eof().await;
-    };
-    let read = reaper.read.as_mut().expect("set above");
-    let pid_slot = &mut reaper.pid;
-    let output = async {
-        while let Some(msg) = read.wait().await {
-            match msg {
-                ChannelMsg::Failure if exit_code.is_none() && head.is_some() => {
-                    return Err(SshError::ExecRefused {
-                        target: conn.display.clone(),
-                    });
-                }
-                ChannelMsg::Data { data } => match head.as_mut() {
-                    Some(buf) => {
-                        buf.extend_from_slice(&data);
-                        if let Some((pid, range)) = find_marker(buf) {
-                            *pid_slot = pid;
-                            collector.stdout(&buf[..range.start])?;
-                            collector.stdout(&buf[range.end..])?;
-                            head = None;
-                        } else if buf.len() > MARKER_LOOKAHEAD {
-                            collector.stdout(buf)?;
-                            head = None;
-                        }
+        let stdin = async {
+            if let Some(bytes) = &command.stdin {
+                // A command that exits without reading its input is not an error.
+                let _ = write.data(&bytes[..]).await;
+            }
+            let _ = write.eof().await;
+        };
+        let read = reaper.read.as_mut().expect("set above");
+        let pid_slot = &mut reaper.pid;
+        let output = async {
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Failure if exit_code.is_none() && head.is_some() => {
+                        return Err(SshError::ExecRefused {
+                            target: conn.display.clone(),
+                        });
                     }
-                    None => collector.stdout(&data)?,
-                },
-                ChannelMsg::ExtendedData { data, ext: 1 } => collector.stderr(&data)?,
-                ChannelMsg::ExitStatus { exit_status } => exit_code = Some(exit_status),
-                ChannelMsg::ExitSignal {
-                    signal_name,
-                    core_dumped,
-                    error_message,
-                    ..
-                } => {
-                    signal = Some((
-                        format!("SIG{}", sig_name(&signal_name)),
+                    ChannelMsg::Data { data } => match head.as_mut() {
+                        Some(buf) => {
+                            buf.extend_from_slice(&data);
+                            if let Some((pid, range)) = find_marker(buf) {
+                                *pid_slot = pid;
+                                collector.stdout(&buf[..range.start])?;
+                                collector.stdout(&buf[range.end..])?;
+                                head = None;
+                            } else if buf.len() > MARKER_LOOKAHEAD {
+                                collector.stdout(buf)?;
+                                head = None;
+                            }
+                        }
+                        None => collector.stdout(&data)?,
+                    },
+                    ChannelMsg::ExtendedData { data, ext: 1 } => collector.stderr(&data)?,
+                    ChannelMsg::ExitStatus { exit_status } => exit_code = Some(exit_status),
+                    ChannelMsg::ExitSignal {
+                        signal_name,
                         core_dumped,
                         error_message,
-                    ))
+                        ..
+                    } => {
+                        signal = Some((
+                            format!("SIG{}", sig_name(&signal_name)),
+                            core_dumped,
+                            error_message,
+                        ))
+                    }
+                    ChannelMsg::Close => {
+                        closed = true;
+                        break;
+                    }
+                    _ => {}
                 }
-                ChannelMsg::Close => {
-                    closed = true;
-                    break;
-                }
-                _ => {}
+            }
+            Ok::<(), SshError>(())
+        };
+        // Output decides: once the channel is done (or the cap is hit) a stdin the command never
+        // read is abandoned.
+        tokio::pin!(stdin, output);
+        let mut stdin_done = false;
+        loop {
+            tokio::select! {
+                () = &mut stdin, if !stdin_done => stdin_done = true,
+                r = &mut output => break r,
             }
         }
-        Ok::<(), SshError>(())
-    };
-    // Output decides: once the channel is done (or the cap is hit) a stdin the command never
-    // read is abandoned.
-    tokio::pin!(stdin, output);
-    let mut stdin_done = false;
-    loop {
-        tokio::select! {
-            () = &mut stdin, if !stdin_done => stdin_done = true,
-            r = &mut output => break r,
-        }
-    }
     };
     if exit_code.is_some() || signal.is_some() {
         reaper.finished = true;
@@ -290,6 +306,9 @@ mod tests {
         assert_eq!(pid, Some(4242));
         assert_eq!(&buf[..range.start], b"motd\n");
         assert_eq!(&buf[range.end..], b"out");
-        assert!(find_marker(b"\x1edevbatch-pid=12").is_none(), "an unfinished line waits");
+        assert!(
+            find_marker(b"\x1edevbatch-pid=12").is_none(),
+            "an unfinished line waits"
+        );
     }
 }

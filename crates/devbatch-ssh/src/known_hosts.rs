@@ -274,7 +274,10 @@ impl KnownHosts {
         static LOCAL: Mutex<()> = Mutex::new(());
         // Threads of this process queue here; other processes on the file lock below.
         let _local = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(dir) = self.user_file.parent().filter(|d| !d.as_os_str().is_empty())
+        if let Some(dir) = self
+            .user_file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
             && !dir.exists()
         {
             std::fs::create_dir_all(dir)?;
@@ -348,40 +351,61 @@ mod tests {
 
     #[test]
     fn plain_and_bracketed_entries() {
-        let text = format!("host1,10.0.0.1 ssh-ed25519 {ED_A} comment with  spaces\n[host2]:2222\tssh-ed25519\t{ED_A}\n");
+        let text = format!(
+            "host1,10.0.0.1 ssh-ed25519 {ED_A} comment with  spaces\n[host2]:2222\tssh-ed25519\t{ED_A}\n"
+        );
         assert_eq!(check(&text, &["host1"], ED_A), Verdict::Known);
         assert_eq!(check(&text, &["10.0.0.1"], ED_A), Verdict::Known);
         assert_eq!(check(&text, &["[host2]:2222"], ED_A), Verdict::Known);
-        assert_eq!(check(&text, &["host2"], ED_A), Verdict::Unknown, "port 22 is a different entry");
+        assert_eq!(
+            check(&text, &["host2"], ED_A),
+            Verdict::Unknown,
+            "port 22 is a different entry"
+        );
         assert_eq!(
             check(&text, &["host1"], ED_B),
-            Verdict::Changed { path: "kh".into(), line: 1 }
+            Verdict::Changed {
+                path: "kh".into(),
+                line: 1
+            }
         );
     }
 
     #[test]
     fn hashed_names_match_only_their_host() {
-        let text = format!("{} ssh-ed25519 {ED_A}\n", hashed("[127.0.0.7]:2022", b"0123456789abcdefghij"));
+        let text = format!(
+            "{} ssh-ed25519 {ED_A}\n",
+            hashed("[127.0.0.7]:2022", b"0123456789abcdefghij")
+        );
         assert_eq!(check(&text, &["[127.0.0.7]:2022"], ED_A), Verdict::Known);
         assert_eq!(check(&text, &["[127.0.0.8]:2022"], ED_A), Verdict::Unknown);
-        assert!(matches!(check(&text, &["[127.0.0.7]:2022"], ED_B), Verdict::Changed { line: 1, .. }));
+        assert!(matches!(
+            check(&text, &["[127.0.0.7]:2022"], ED_B),
+            Verdict::Changed { line: 1, .. }
+        ));
     }
 
     #[test]
     fn a_line_hashed_by_ssh_keygen_is_understood() {
         // `ssh-keygen -H` output for "[example.org]:2222" with key A.
-        let line = format!("|1|2HrX75vkWqf3mp78pKYoMJ5SZ2Q=|q+y0p51lYfklpNdwauVTTFjxvN8= ssh-ed25519 {ED_A}");
+        let line = format!(
+            "|1|2HrX75vkWqf3mp78pKYoMJ5SZ2Q=|q+y0p51lYfklpNdwauVTTFjxvN8= ssh-ed25519 {ED_A}"
+        );
         assert_eq!(check(&line, &["[example.org]:2222"], ED_A), Verdict::Known);
         assert_eq!(check(&line, &["example.org"], ED_A), Verdict::Unknown);
         assert_eq!(
-            hashed("[example.org]:2222", &B64.decode("2HrX75vkWqf3mp78pKYoMJ5SZ2Q=").unwrap()),
+            hashed(
+                "[example.org]:2222",
+                &B64.decode("2HrX75vkWqf3mp78pKYoMJ5SZ2Q=").unwrap()
+            ),
             "|1|2HrX75vkWqf3mp78pKYoMJ5SZ2Q=|q+y0p51lYfklpNdwauVTTFjxvN8="
         );
     }
 
     #[test]
     fn wildcards_and_negation() {
-        let text = format!("*.lab,!secret.lab ssh-ed25519 {ED_A}\n[10.1.*]:222? ssh-ed25519 {ED_A}\n");
+        let text =
+            format!("*.lab,!secret.lab ssh-ed25519 {ED_A}\n[10.1.*]:222? ssh-ed25519 {ED_A}\n");
         assert_eq!(check(&text, &["a.lab"], ED_A), Verdict::Known);
         assert_eq!(check(&text, &["secret.lab"], ED_A), Verdict::Unknown);
         assert_eq!(check(&text, &["[10.1.2.3]:2222"], ED_A), Verdict::Known);
@@ -395,14 +419,20 @@ mod tests {
         assert_eq!(check(&text, &["h"], ED_A), Verdict::Known);
         assert_eq!(
             check(&text, &["h"], ED_B),
-            Verdict::Revoked { path: "kh".into(), line: 4 },
+            Verdict::Revoked {
+                path: "kh".into(),
+                line: 4
+            },
             "a revoked key is refused even though a CA line lists it"
         );
         // A host with only a key of another type recorded: refused, citing that line.
-        let text = format!("h ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7\n");
+        let text = "h ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7\n".to_string();
         assert_eq!(
             check(&text, &["h"], ED_A),
-            Verdict::Changed { path: "kh".into(), line: 1 }
+            Verdict::Changed {
+                path: "kh".into(),
+                line: 1
+            }
         );
         // A cert-authority line alone does not make a host known.
         let text = format!("@cert-authority h ssh-ed25519 {ED_A}\n");
@@ -411,7 +441,9 @@ mod tests {
 
     #[test]
     fn garbage_lines_are_skipped() {
-        let text = format!("# comment\n\nonlyhost\nh ssh-ed25519 !!notbase64\n   h ssh-ed25519 {ED_A}   \n");
+        let text = format!(
+            "# comment\n\nonlyhost\nh ssh-ed25519 !!notbase64\n   h ssh-ed25519 {ED_A}   \n"
+        );
         assert_eq!(check(&text, &["h"], ED_A), Verdict::Known);
     }
 

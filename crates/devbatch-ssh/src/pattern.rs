@@ -84,6 +84,9 @@ mod tests {
             match_list("*.lab,!secret.lab".split(','), "open.lab"),
             ListMatch::Positive
         );
-        assert_eq!(match_list("!secret.lab".split(','), "open.lab"), ListMatch::None);
+        assert_eq!(
+            match_list("!secret.lab".split(','), "open.lab"),
+            ListMatch::None
+        );
     }
 }

@@ -82,7 +82,10 @@ impl Sftp {
                     _ => std::io::ErrorKind::Other,
                 },
             ),
-            SftpError::Timeout => ("no answer from the server".into(), std::io::ErrorKind::TimedOut),
+            SftpError::Timeout => (
+                "no answer from the server".into(),
+                std::io::ErrorKind::TimedOut,
+            ),
             other => (other.to_string(), std::io::ErrorKind::Other),
         };
         SshError::Sftp {
@@ -191,7 +194,11 @@ fn mode_of(meta: &std::fs::Metadata) -> u32 {
 }
 
 /// Copies a local file or directory to `remote`.
-pub(crate) async fn push(conn: &Arc<Connection>, local: &Path, remote: &str) -> Result<TransferStats, SshError> {
+pub(crate) async fn push(
+    conn: &Arc<Connection>,
+    local: &Path,
+    remote: &str,
+) -> Result<TransferStats, SshError> {
     let meta = tokio::fs::metadata(local)
         .await
         .map_err(|e| local_err("read", local, e))?;
@@ -214,14 +221,23 @@ pub(crate) async fn push(conn: &Arc<Connection>, local: &Path, remote: &str) -> 
             .map_err(|e| local_err("list", &from, e))?
         {
             let path = entry.path();
-            let kind = entry.file_type().await.map_err(|e| local_err("stat", &path, e))?;
+            let kind = entry
+                .file_type()
+                .await
+                .map_err(|e| local_err("stat", &path, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let target = join_remote(&to, &name);
             if kind.is_dir() {
-                let meta = entry.metadata().await.map_err(|e| local_err("stat", &path, e))?;
+                let meta = entry
+                    .metadata()
+                    .await
+                    .map_err(|e| local_err("stat", &path, e))?;
                 stack.push((path, target, mode_of(&meta)));
             } else if kind.is_file() {
-                let meta = entry.metadata().await.map_err(|e| local_err("stat", &path, e))?;
+                let meta = entry
+                    .metadata()
+                    .await
+                    .map_err(|e| local_err("stat", &path, e))?;
                 stats.bytes += push_file(&sftp, &path, &target, mode_of(&meta)).await?;
                 stats.files += 1;
             }
@@ -323,7 +339,11 @@ async fn push_file(sftp: &Sftp, local: &Path, remote: &str, mode: u32) -> Result
 }
 
 /// Copies a remote file or directory to `local`.
-pub(crate) async fn pull(conn: &Arc<Connection>, remote: &str, local: &Path) -> Result<TransferStats, SshError> {
+pub(crate) async fn pull(
+    conn: &Arc<Connection>,
+    remote: &str,
+    local: &Path,
+) -> Result<TransferStats, SshError> {
     let sftp = Sftp::open(conn).await?;
     let meta = sftp
         .session
@@ -332,19 +352,33 @@ pub(crate) async fn pull(conn: &Arc<Connection>, remote: &str, local: &Path) -> 
         .map_err(|e| sftp.err("stat", remote, e))?;
     let mut stats = TransferStats::default();
     if !meta.is_dir() {
-        stats.bytes = pull_file(&sftp, remote, local, meta.permissions.unwrap_or(0o644) & 0o7777).await?;
+        stats.bytes = pull_file(
+            &sftp,
+            remote,
+            local,
+            meta.permissions.unwrap_or(0o644) & 0o7777,
+        )
+        .await?;
         stats.files = 1;
         return Ok(stats);
     }
     // A new directory is built aside and renamed whole; into an existing one, files are
     // renamed into place one by one.
     let fresh = !local.exists();
-    let root = if fresh { temp_sibling_local(local) } else { local.to_path_buf() };
+    let root = if fresh {
+        temp_sibling_local(local)
+    } else {
+        local.to_path_buf()
+    };
     let mut guard = LocalTemp {
         path: root.clone(),
         armed: fresh,
     };
-    let mut stack = vec![(remote.to_string(), root.clone(), meta.permissions.unwrap_or(0o755) & 0o7777)];
+    let mut stack = vec![(
+        remote.to_string(),
+        root.clone(),
+        meta.permissions.unwrap_or(0o755) & 0o7777,
+    )];
     while let Some((from, to, mode)) = stack.pop() {
         tokio::fs::create_dir_all(&to)
             .await
@@ -440,7 +474,10 @@ mod tests {
     #[test]
     fn temporary_names_sit_beside_the_target() {
         let t = temp_sibling_remote("/srv/dir/it's a file");
-        assert!(t.starts_with("/srv/dir/.it's a file.devbatch-") && t.ends_with(".part"), "{t}");
+        assert!(
+            t.starts_with("/srv/dir/.it's a file.devbatch-") && t.ends_with(".part"),
+            "{t}"
+        );
         assert!(temp_sibling_remote("/x").starts_with("/.x.devbatch-"));
         assert!(temp_sibling_remote("rel").starts_with(".rel.devbatch-"));
         assert_eq!(join_remote("/a/", "b"), "/a/b");

@@ -33,7 +33,7 @@ pub(crate) fn parse_pm_output(text: &str) -> PmOutcome {
     if let Some(line) = lines.iter().find(|l| l.starts_with("Failure")) {
         let code = line
             .split_once('[')
-            .and_then(|(_, rest)| rest.split(|c| c == ']' || c == ':' || c == ' ').next())
+            .and_then(|(_, rest)| rest.split([']', ':', ' ']).next())
             .filter(|c| !c.is_empty())
             .map(str::to_string);
         return PmOutcome::Failure {
@@ -95,9 +95,24 @@ impl Operation for InstallAppOperation {
     fn params(&self) -> Vec<ParamSpec> {
         vec![
             ParamSpec::required("app_path", ParamType::String, "local path of the APK"),
-            ParamSpec::with_default("replace", ParamType::Boolean, json!(true), "replace an installed app, keeping its data (-r)"),
-            ParamSpec::with_default("allow_downgrade", ParamType::Boolean, json!(false), "allow a lower version code (-d)"),
-            ParamSpec::with_default("grant_permissions", ParamType::Boolean, json!(false), "grant all runtime permissions (-g)"),
+            ParamSpec::with_default(
+                "replace",
+                ParamType::Boolean,
+                json!(true),
+                "replace an installed app, keeping its data (-r)",
+            ),
+            ParamSpec::with_default(
+                "allow_downgrade",
+                ParamType::Boolean,
+                json!(false),
+                "allow a lower version code (-d)",
+            ),
+            ParamSpec::with_default(
+                "grant_permissions",
+                ParamType::Boolean,
+                json!(false),
+                "grant all runtime permissions (-g)",
+            ),
         ]
     }
 
@@ -163,17 +178,29 @@ impl Operation for InstallAppOperation {
                 service.push_str(f);
             }
             service.push_str(&format!("\0-S\0{size}"));
-            let out = dev.exec_raw(&service, Some(path), ctx.max_output()).await.map_err(DeviceError::from)?;
+            let out = dev
+                .exec_raw(&service, Some(path), ctx.max_output())
+                .await
+                .map_err(DeviceError::from)?;
             ("abb_exec", out)
         } else if has("cmd") {
             let service = format!("exec:cmd package 'install' {} -S {size}", flags.join(" "));
-            let out = dev.exec_raw(&service, Some(path), ctx.max_output()).await.map_err(DeviceError::from)?;
+            let out = dev
+                .exec_raw(&service, Some(path), ctx.max_output())
+                .await
+                .map_err(DeviceError::from)?;
             ("exec_cmd", out)
         } else {
-            ("pm_install", legacy_install(dev, path, &flags, ctx.max_output()).await?)
+            (
+                "pm_install",
+                legacy_install(dev, path, &flags, ctx.max_output()).await?,
+            )
         };
         let output = String::from_utf8_lossy(&output).into_owned();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         verdict(
             &format!("install of {name}"),
             &output,
@@ -209,13 +236,19 @@ async fn legacy_install(
             }
         }
     }
-    let mut cleanup = Cleanup { dev, remote: remote.clone(), done: false };
+    let mut cleanup = Cleanup {
+        dev,
+        remote: remote.clone(),
+        done: false,
+    };
     let result = async {
         dev.push_inner(path, &remote).await?;
         let mut argv = vec!["pm", "install"];
         argv.extend_from_slice(flags);
         argv.push(&remote);
-        let out = dev.run_inner(&Command::argv(argv).with_max_output(max_output)).await?;
+        let out = dev
+            .run_inner(&Command::argv(argv).with_max_output(max_output))
+            .await?;
         let mut text = out.stdout;
         text.extend(out.stderr);
         Ok::<_, AdbError>(text)
@@ -252,8 +285,17 @@ impl Operation for UninstallAppOperation {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::required("package", ParamType::String, "the package name, e.g. com.example.app"),
-            ParamSpec::with_default("keep_data", ParamType::Boolean, json!(false), "keep the app's data and caches (-k)"),
+            ParamSpec::required(
+                "package",
+                ParamType::String,
+                "the package name, e.g. com.example.app",
+            ),
+            ParamSpec::with_default(
+                "keep_data",
+                ParamType::Boolean,
+                json!(false),
+                "keep the app's data and caches (-k)",
+            ),
         ]
     }
 
@@ -272,7 +314,9 @@ impl Operation for UninstallAppOperation {
     fn validate(&self, params: &Params) -> Result<(), OperationError> {
         let pkg = params.str("package").unwrap_or_default();
         let ok = !pkg.is_empty()
-            && pkg.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+            && pkg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
         if ok {
             Ok(())
         } else {
@@ -349,7 +393,9 @@ fn stored_zip_entry<'a>(zip: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let entry_name = zip.get(at + 30..at + 30 + name_len)?;
         let start = at + 30 + name_len + extra_len;
         if entry_name == name.as_bytes() {
-            return (method == 0).then(|| zip.get(start..start + size)).flatten();
+            return (method == 0)
+                .then(|| zip.get(start..start + size))
+                .flatten();
         }
         at = start + size;
     }
@@ -394,7 +440,9 @@ fn axml_package(x: &[u8]) -> Option<String> {
                             len = ((len & 0x7fff) << 16) | le16(x, p)? as usize;
                             p += 2;
                         }
-                        let units: Vec<u16> = (0..len).map(|k| le16(x, p + k * 2)).collect::<Option<_>>()?;
+                        let units: Vec<u16> = (0..len)
+                            .map(|k| le16(x, p + k * 2))
+                            .collect::<Option<_>>()?;
                         String::from_utf16_lossy(&units)
                     });
                 }
@@ -431,7 +479,9 @@ mod tests {
     fn pm_text_is_read_truthfully() {
         assert_eq!(parse_pm_output("Success\n"), PmOutcome::Success);
         assert_eq!(
-            parse_pm_output("Performing Streamed Install\nFailure [INSTALL_FAILED_VERSION_DOWNGRADE]\n"),
+            parse_pm_output(
+                "Performing Streamed Install\nFailure [INSTALL_FAILED_VERSION_DOWNGRADE]\n"
+            ),
             PmOutcome::Failure {
                 line: "Failure [INSTALL_FAILED_VERSION_DOWNGRADE]".into(),
                 code: Some("INSTALL_FAILED_VERSION_DOWNGRADE".into())
@@ -453,7 +503,10 @@ mod tests {
             parse_pm_output(trace),
             PmOutcome::Other("Exception occurred while executing 'install': | java.lang.IllegalArgumentException: Unknown package | at com.android.server.pm.X.y(X.java:1)".into())
         );
-        assert_eq!(parse_pm_output(""), PmOutcome::Other("the package manager printed nothing".into()));
+        assert_eq!(
+            parse_pm_output(""),
+            PmOutcome::Other("the package manager printed nothing".into())
+        );
     }
 
     #[test]

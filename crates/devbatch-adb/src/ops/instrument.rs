@@ -68,7 +68,11 @@ impl InstrumentationReport {
         if let Some(why) = &self.run_failure {
             return Some(format!("the instrumentation run failed: {why}"));
         }
-        if let Some(t) = self.tests.iter().find(|t| t.status == TestStatus::Incomplete) {
+        if let Some(t) = self
+            .tests
+            .iter()
+            .find(|t| t.status == TestStatus::Incomplete)
+        {
             return Some(format!(
                 "the instrumentation stopped inside {}#{} without a result",
                 t.class, t.method
@@ -266,11 +270,32 @@ impl Operation for AdbRunTestOperation {
 
     fn params(&self) -> Vec<ParamSpec> {
         vec![
-            ParamSpec::optional("package", ParamType::String, "the test package (com.example.app.test)"),
-            ParamSpec::with_default("runner", ParamType::String, json!("androidx.test.runner.AndroidJUnitRunner"), "the instrumentation runner class"),
-            ParamSpec::optional("test_name", ParamType::String, "a test class, or class#method, to run alone"),
-            ParamSpec::optional("args", ParamType::Object, "extra `-e key value` arguments (string values)"),
-            ParamSpec::optional("cmd", ParamType::String, "instead of instrumentation: a shell test command (exit status 0 = passed)"),
+            ParamSpec::optional(
+                "package",
+                ParamType::String,
+                "the test package (com.example.app.test)",
+            ),
+            ParamSpec::with_default(
+                "runner",
+                ParamType::String,
+                json!("androidx.test.runner.AndroidJUnitRunner"),
+                "the instrumentation runner class",
+            ),
+            ParamSpec::optional(
+                "test_name",
+                ParamType::String,
+                "a test class, or class#method, to run alone",
+            ),
+            ParamSpec::optional(
+                "args",
+                ParamType::Object,
+                "extra `-e key value` arguments (string values)",
+            ),
+            ParamSpec::optional(
+                "cmd",
+                ParamType::String,
+                "instead of instrumentation: a shell test command (exit status 0 = passed)",
+            ),
         ]
     }
 
@@ -294,12 +319,20 @@ impl Operation for AdbRunTestOperation {
             got,
         };
         match (params.str("package"), params.str("cmd")) {
-            (Some(_), Some(_)) => return Err(bad("cmd", "absent when `package` is given (one or the other)", "both".into())),
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "cmd",
+                    "absent when `package` is given (one or the other)",
+                    "both".into(),
+                ));
+            }
             (None, None) => {
                 return Err(OperationError::MissingParam {
                     operation: "run_test".into(),
                     param: "package".into(),
-                    expected: "a string: the test package to instrument (or give `cmd` for a shell test)".into(),
+                    expected:
+                        "a string: the test package to instrument (or give `cmd` for a shell test)"
+                            .into(),
                 });
             }
             _ => {}
@@ -307,7 +340,11 @@ impl Operation for AdbRunTestOperation {
         if let Some(Value::Object(args)) = params.get("args")
             && let Some((k, v)) = args.iter().find(|(_, v)| !v.is_string())
         {
-            return Err(bad("args", "an object of string values", format!("{k} = {v}")));
+            return Err(bad(
+                "args",
+                "an object of string values",
+                format!("{k} = {v}"),
+            ));
         }
         Ok(())
     }
@@ -319,17 +356,25 @@ impl Operation for AdbRunTestOperation {
         ctx: &OperationContext,
     ) -> Result<Value, OperationFailure> {
         if params.str("cmd").is_some() {
-            return devbatch_ops::RunTestOperation.execute(device, params, ctx).await;
+            return devbatch_ops::RunTestOperation
+                .execute(device, params, ctx)
+                .await;
         }
         let package = params.str("package").unwrap_or_default();
-        let runner = params.str("runner").unwrap_or("androidx.test.runner.AndroidJUnitRunner");
+        let runner = params
+            .str("runner")
+            .unwrap_or("androidx.test.runner.AndroidJUnitRunner");
         let mut argv: Vec<String> = ["am", "instrument", "-w", "-r"].map(String::from).to_vec();
         if let Some(t) = params.str("test_name") {
             argv.extend(["-e".into(), "class".into(), t.to_string()]);
         }
         if let Some(Value::Object(args)) = params.get("args") {
             for (k, v) in args {
-                argv.extend(["-e".into(), k.clone(), v.as_str().unwrap_or_default().to_string()]);
+                argv.extend([
+                    "-e".into(),
+                    k.clone(),
+                    v.as_str().unwrap_or_default().to_string(),
+                ]);
             }
         }
         let component = if runner.contains('/') {
@@ -352,12 +397,18 @@ impl Operation for AdbRunTestOperation {
             None => Ok(json),
             Some(why) => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                let why = if report.tests.is_empty() && report.run_failure.is_none() && !stderr.trim().is_empty() {
+                let why = if report.tests.is_empty()
+                    && report.run_failure.is_none()
+                    && !stderr.trim().is_empty()
+                {
                     format!("{why}; stderr: {}", super::first_lines(&stderr, 2))
                 } else {
                     why
                 };
-                Err(OperationFailure::with_partial(DeviceError::Failed(why), json))
+                Err(OperationFailure::with_partial(
+                    DeviceError::Failed(why),
+                    json,
+                ))
             }
         }
     }
@@ -438,7 +489,10 @@ INSTRUMENTATION_CODE: -1
         assert_eq!(r.tests.len(), 1);
         assert_eq!(r.tests[0].status, TestStatus::Failed);
         let stack = r.tests[0].stack.as_deref().unwrap();
-        assert!(stack.starts_with("java.lang.AssertionError: expected:<1> but was:<2>\n\tat org.junit"), "{stack}");
+        assert!(
+            stack.starts_with("java.lang.AssertionError: expected:<1> but was:<2>\n\tat org.junit"),
+            "{stack}"
+        );
         assert!(stack.ends_with("(BTest.java:12)"), "{stack}");
         assert_eq!(
             r.failure().unwrap(),
@@ -458,12 +512,24 @@ INSTRUMENTATION_CODE: 0
         let r = parse_instrumentation(crashed);
         assert_eq!(r.run_failure.as_deref(), Some("Process crashed."));
         assert_eq!(r.tests[0].status, TestStatus::Incomplete);
-        assert_eq!(r.failure().unwrap(), "the instrumentation run failed: Process crashed.");
+        assert_eq!(
+            r.failure().unwrap(),
+            "the instrumentation run failed: Process crashed."
+        );
 
-        let r = parse_instrumentation("INSTRUMENTATION_FAILED: com.ex/androidx.test.runner.AndroidJUnitRunner\nINSTRUMENTATION_CODE: 0\n");
-        assert!(r.failure().unwrap().contains("INSTRUMENTATION_FAILED") || r.failure().unwrap().contains("com.ex/androidx"));
+        let r = parse_instrumentation(
+            "INSTRUMENTATION_FAILED: com.ex/androidx.test.runner.AndroidJUnitRunner\nINSTRUMENTATION_CODE: 0\n",
+        );
+        assert!(
+            r.failure().unwrap().contains("INSTRUMENTATION_FAILED")
+                || r.failure().unwrap().contains("com.ex/androidx")
+        );
 
         let r = parse_instrumentation("");
-        assert!(r.failure().unwrap().contains("INSTRUMENTATION_CODE missing"));
+        assert!(
+            r.failure()
+                .unwrap()
+                .contains("INSTRUMENTATION_CODE missing")
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use devbatch_core::{
-    Capability, Device, DeviceError, Operation, OperationContext, OperationError,
-    OperationFailure, ParamSpec, ParamType, Params,
+    Capability, Device, DeviceError, Operation, OperationContext, OperationError, OperationFailure,
+    ParamSpec, ParamType, Params,
 };
 use devbatch_ops::device_path_component;
 use serde_json::{Value, json};
@@ -81,7 +81,8 @@ impl Operation for ScreenshotOperation {
     ) -> Result<Value, OperationFailure> {
         let dev = adb(device)?;
         let template = params.str("local").unwrap_or_default();
-        let local = PathBuf::from(template.replace("{device}", &device_path_component(device.id())));
+        let local =
+            PathBuf::from(template.replace("{device}", &device_path_component(device.id())));
         let png = dev
             .exec_raw("exec:screencap -p", None, MAX_PNG)
             .await

@@ -1,0 +1,597 @@
+//! The ADB backend against the real adb server (`/usr/bin/adb`, private port) with simulated
+//! devices from `adbd-sim`: issue 4's scenarios.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use adbd_sim::{DeviceConfig, Fault, SimDevice};
+use common::{SLOW, device, discover, manager, open, run, server};
+use devbatch_core::conformance::{Suite, run_all};
+use devbatch_core::{BatchOptions, Command, DeviceState, ErrorKind, Status};
+use serde_json::json;
+
+fn outcome_error(result: &devbatch_core::BatchResult, id: &str) -> (ErrorKind, String) {
+    let o = result
+        .get(id)
+        .unwrap_or_else(|| panic!("no outcome for {id}"));
+    assert_eq!(o.status, Status::Error, "{id}: {o:?}");
+    (
+        o.error_kind.expect("error kind"),
+        o.error.clone().expect("error text"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_modern_device() {
+    let server = server().await;
+    let (_sim, serial) = device(&server, DeviceConfig::modern("conf-modern")).await;
+    let devices = open(&server, json!({"serial": serial})).await;
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].id(), serial);
+    let mut suite = Suite::new("/data/local/tmp/conformance");
+    suite.timeout_probe = Duration::from_secs(1);
+    run_all(devices[0].as_ref(), &suite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_legacy_device_without_shell_v2() {
+    let server = server().await;
+    let (_sim, serial) = device(&server, DeviceConfig::legacy("conf-legacy")).await;
+    let devices = open(&server, json!({"serial": serial})).await;
+    let mut suite = Suite::new("/data/local/tmp/conformance");
+    // The legacy shell is a pty: stderr merges into stdout and stdin cannot be ended.
+    suite.separate_stderr = false;
+    suite.stdin = false;
+    suite.timeout_probe = Duration::from_secs(1);
+    run_all(devices[0].as_ref(), &suite).await;
+    // And stdin is refused clearly rather than hanging.
+    let err = devices[0]
+        .run(&Command::shell("cat").with_stdin(b"x".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(err.to_string().contains("no shell protocol v2"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_serials_beside_other_serials_each_answer_for_themselves() {
+    let server = server().await;
+    let mut expected = BTreeMap::new();
+    let mut sims = Vec::new();
+    for (i, name) in ["emulator-5554", "R58M 12 (work)", "plain-serial"]
+        .iter()
+        .enumerate()
+    {
+        let cfg = if i == 1 {
+            DeviceConfig::legacy(*name)
+        } else {
+            DeviceConfig::modern(*name)
+        }
+        .model(format!("Model_{i}"));
+        let (sim, serial) = device(&server, cfg).await;
+        assert!(serial.starts_with("127.0.0.1:"), "{serial}");
+        expected.insert(serial, name.to_string());
+        sims.push(sim);
+    }
+    let devices = discover(&server).await;
+    let ids: Vec<String> = devices.iter().map(|d| d.id().to_string()).collect();
+    assert_eq!(
+        ids.iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected.keys().cloned().collect(),
+        "ids are the serials exactly as listed"
+    );
+    for d in &devices {
+        assert_eq!(d.state(), DeviceState::Ready);
+        assert_eq!(d.labels()["serial"], d.id());
+        assert!(
+            d.labels()["model"].starts_with("Model_"),
+            "{:?}",
+            d.labels()
+        );
+    }
+    let m = manager(devices);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "getprop ro.serialno"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    for (serial, own) in &expected {
+        let o = result.get(serial).unwrap();
+        assert_eq!(o.status, Status::Success, "{serial}: {o:?}");
+        assert_eq!(o.result["stdout"], format!("{own}\n"), "{serial}");
+    }
+    // `info` (the adb one) reads each device's own properties.
+    let result = run(&m, "info", json!({}), BatchOptions::default().timeout(SLOW)).await;
+    for (serial, own) in &expected {
+        let o = result.get(serial).unwrap();
+        assert_eq!(o.status, Status::Success, "{serial}: {o:?}");
+        assert_eq!(o.result["serial"], serial.as_str());
+        assert_eq!(o.result["serialno"], own.as_str());
+        assert_eq!(o.result["manufacturer"], "Devbatch");
+        assert!(o.result["model"].as_str().unwrap().starts_with("Model_"));
+    }
+    let legacy = expected
+        .iter()
+        .find(|(_, own)| own.as_str() == "R58M 12 (work)")
+        .unwrap()
+        .0;
+    let info = &result.get(legacy).unwrap().result;
+    assert_eq!(
+        (info["release"].as_str(), info["sdk"].as_u64()),
+        (Some("6.0.1"), Some(23))
+    );
+    assert_eq!(info["abi"], "armeabi-v7a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_devices_at_all() {
+    let server = server().await;
+    assert!(
+        discover(&server).await.is_empty(),
+        "an empty server discovers no devices"
+    );
+    // A serial the server does not know: listed in the pool, and unreachable when used.
+    let devices = open(&server, json!({"serial": "ZX1G22"})).await;
+    match devices[0].state() {
+        DeviceState::NotReady { state, hint } => {
+            assert_eq!(state, "absent");
+            assert!(hint.contains("does not list this serial"), "{hint}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let m = manager(devices);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "true"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    let (kind, text) = outcome_error(&result, "ZX1G22");
+    assert_eq!(kind, ErrorKind::Unreachable);
+    assert_eq!(
+        text,
+        format!(
+            "unreachable: device 'ZX1G22' is not attached to the adb server at 127.0.0.1:{}",
+            server.port()
+        )
+    );
+    // No server at all: a setup error that says how to start one.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let spec = devbatch_core::DeviceSpec {
+        settings: json!({"discover": true, "server": format!("127.0.0.1:{port}")})
+            .as_object()
+            .unwrap()
+            .clone(),
+        ..Default::default()
+    };
+    use devbatch_core::Backend;
+    let err = devbatch_adb::AdbBackend
+        .open(spec)
+        .await
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("cannot reach the adb server at 127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(err.contains("adb start-server"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_and_offline_devices_beside_a_healthy_one() {
+    let server = server().await;
+    let (_ok, healthy) = device(&server, DeviceConfig::modern("healthy")).await;
+    let locked = SimDevice::start(DeviceConfig::modern("locked").fault(Fault::Unauthorized))
+        .await
+        .unwrap();
+    let reply = server.connect_addr(&locked.serial()).await.unwrap();
+    assert!(reply.starts_with("failed to authenticate"), "{reply}");
+    server
+        .wait_for_state(&locked.serial(), "unauthorized", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let silent = SimDevice::start(DeviceConfig::modern("silent").fault(Fault::NeverAnswer))
+        .await
+        .unwrap();
+    // The server waits ~10 s for the handshake before answering; the entry is offline meanwhile.
+    let port = server.port();
+    let addr = silent.serial();
+    let pending = tokio::spawn(async move {
+        let _ = adbd_sim_query(port, &format!("host:connect:{addr}")).await;
+    });
+    server
+        .wait_for_state(&silent.serial(), "offline", Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    let devices = discover(&server).await;
+    let states: BTreeMap<String, String> = devices
+        .iter()
+        .map(|d| (d.id().to_string(), d.state().as_str().to_string()))
+        .collect();
+    assert_eq!(states[&healthy], "ready");
+    assert_eq!(states[&locked.serial()], "unauthorized");
+    assert_eq!(states[&silent.serial()], "offline");
+    let m = manager(devices);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "echo hi"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    assert_eq!(result.get(&healthy).unwrap().status, Status::Success);
+    assert_eq!(result.get(&healthy).unwrap().result["stdout"], "hi\n");
+    let (kind, text) = outcome_error(&result, &locked.serial());
+    assert_eq!(kind, ErrorKind::NotReady);
+    assert!(
+        text.starts_with("device is unauthorized: accept the \"Allow USB debugging?\" prompt"),
+        "{text}"
+    );
+    let (kind, text) = outcome_error(&result, &silent.serial());
+    assert_eq!(kind, ErrorKind::NotReady);
+    assert!(text.starts_with("device is offline: "), "{text}");
+    assert!(text.contains("reconnect"), "{text}");
+    pending.abort();
+}
+
+/// One host request straight to the server (what the harness does, without waiting for it).
+async fn adbd_sim_query(port: u16, request: &str) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("{:04x}{request}", request.len()).as_bytes())
+        .await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_streams_and_line_ends_with_and_without_shell_v2() {
+    let server = server().await;
+    let (_m, modern) = device(&server, DeviceConfig::modern("v2")).await;
+    let (_l, legacy) = device(&server, DeviceConfig::legacy("v1")).await;
+    let devices = discover(&server).await;
+    let get = |s: &str| devices.iter().find(|d| d.id() == s).unwrap().clone();
+    let (modern, legacy) = (get(&modern), get(&legacy));
+
+    let out = modern
+        .run(&Command::shell("echo out; echo err >&2; exit 3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice(), out.stderr.as_slice()),
+        (3, b"out\n".as_slice(), b"err\n".as_slice())
+    );
+
+    // Legacy: the exit code comes from the marker, which never shows; the pty's CRLF is undone.
+    let out = legacy
+        .run(&Command::shell("printf 'a\\nb\\n'; echo c; exit 42"))
+        .await
+        .unwrap();
+    assert_eq!(out.exit_code, 42);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "a\nb\nc\n");
+    assert!(out.stderr.is_empty());
+    let out = legacy
+        .run(&Command::shell("printf 'no newline'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (0, b"no newline".as_slice())
+    );
+    let out = legacy
+        .run(&Command::shell("echo merged >&2; false"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (1, b"merged\n".as_slice())
+    );
+    let out = legacy
+        .run(&Command::argv(["echo", "it's", "$HOME"]))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"it's $HOME\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_over_the_cap_fails_with_output_limit() {
+    let server = server().await;
+    let (_m, modern) = device(&server, DeviceConfig::modern("cap-v2")).await;
+    let (_l, legacy) = device(&server, DeviceConfig::legacy("cap-v1")).await;
+    let m = manager(discover(&server).await);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "head -c 100000 /dev/zero | tr '\\000' z"}),
+        BatchOptions::default().timeout(SLOW).max_output(1000),
+    )
+    .await;
+    for id in [&modern, &legacy] {
+        let (kind, text) = outcome_error(&result, id);
+        assert_eq!(kind, ErrorKind::OutputLimit, "{id}");
+        assert_eq!(text, "output exceeded the per-device limit of 1000 bytes");
+    }
+    // Just under the cap is fine, on both.
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "head -c 900 /dev/zero | tr '\\000' z"}),
+        BatchOptions::default().timeout(SLOW).max_output(1000),
+    )
+    .await;
+    for id in [&modern, &legacy] {
+        assert_eq!(result.get(id).unwrap().status, Status::Success, "{id}");
+        assert_eq!(
+            result.get(id).unwrap().result["stdout"]
+                .as_str()
+                .unwrap()
+                .len(),
+            900
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_device_times_out_and_the_others_are_unaffected() {
+    let server = server().await;
+    let mut sims = Vec::new();
+    for i in 0..3 {
+        sims.push(device(&server, DeviceConfig::modern(format!("h{i}"))).await);
+    }
+    let hung = sims[1].1.clone();
+    sims[1].0.set_fault(Fault::Hang);
+    let m = manager(discover(&server).await);
+    let started = Instant::now();
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "echo alive"}),
+        BatchOptions::default().timeout(Duration::from_secs(3)),
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the hang was waited for"
+    );
+    let (kind, text) = outcome_error(&result, &hung);
+    assert_eq!(kind, ErrorKind::Timeout);
+    assert_eq!(text, "timed out after 3s");
+    for (_, serial) in [&sims[0], &sims[2]] {
+        let o = result.get(serial).unwrap();
+        assert_eq!(o.status, Status::Success, "{serial}: {o:?}");
+        assert_eq!(o.result["stdout"], "alive\n");
+    }
+    // Once healthy again, the same device works (the dropped stream was closed).
+    sims[1].0.set_fault(Fault::None);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "echo back"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    assert_eq!(
+        result.get(&hung).unwrap().status,
+        Status::Success,
+        "{:?}",
+        result.get(&hung)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_with_spaces_quotes_and_dollars_stay_literal() {
+    let server = server().await;
+    let (sim, serial) = device(&server, DeviceConfig::modern("paths")).await;
+    let (lsim, lserial) = device(&server, DeviceConfig::legacy("paths-old")).await;
+    let devices = discover(&server).await;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("src file.txt");
+    std::fs::write(&local, b"literal content\n").unwrap();
+    let remote = "/data/local/tmp/it's a \"$HOME\" dir/f $x `id`.txt";
+    for (handle, id) in [(&sim, &serial), (&lsim, &lserial)] {
+        let d = devices.iter().find(|d| d.id() == id.as_str()).unwrap();
+        let stats = d
+            .push(&local, remote)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!((stats.files, stats.bytes), (1, 16));
+        assert_eq!(
+            std::fs::read(handle.path(remote)).unwrap(),
+            b"literal content\n",
+            "{id}"
+        );
+        let out = d.run(&Command::argv(["cat", remote])).await.unwrap();
+        assert_eq!(
+            (out.exit_code, out.stdout.as_slice()),
+            (0, b"literal content\n".as_slice()),
+            "{id}"
+        );
+        let back = dir.path().join(format!("back {}", id.replace(':', "_")));
+        d.pull(remote, &back).await.unwrap();
+        assert_eq!(std::fs::read(&back).unwrap(), b"literal content\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_dropped_mid_push_and_mid_pull_is_an_error_and_leaves_nothing() {
+    let server = server().await;
+    let (sim, serial) = device(&server, DeviceConfig::modern("dropper")).await;
+    let devices = open(&server, json!({"serial": serial})).await;
+    let d = &devices[0];
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let data: Vec<u8> = (0..1_048_576u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&big, &data).unwrap();
+
+    // Warm the feature cache so the fault only hits the transfer.
+    d.run(&Command::shell("true")).await.unwrap();
+    sim.set_fault(Fault::DropAfterBytes(300_000));
+    let err = d.push(&big, "/data/local/tmp/big.bin").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Disconnected, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("connection lost: the device link was lost after sending "),
+        "{text}"
+    );
+    assert!(
+        text.contains(" of 1048576 bytes of ") && text.contains("to '/data/local/tmp/big.bin'"),
+        "{text}"
+    );
+    assert!(err.is_retryable());
+
+    // Wait for the server to re-attach the device, put a file there, and break the pull.
+    server
+        .wait_for_state(&serial, "device", Duration::from_secs(60))
+        .await
+        .unwrap();
+    std::fs::create_dir_all(sim.path("/sdcard")).unwrap();
+    std::fs::write(sim.path("/sdcard/big.bin"), &data).unwrap();
+    d.run(&Command::shell("true")).await.unwrap();
+    sim.set_fault(Fault::DropAfterBytes(300_000));
+    let out = dir.path().join("pulled").join("big.bin");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let err = d.pull("/sdcard/big.bin", &out).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Disconnected, "{err}");
+    assert!(err.to_string().contains("lost after receiving"), "{err}");
+    assert!(err.to_string().contains("'/sdcard/big.bin'"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().collect();
+    assert!(left.is_empty(), "a broken pull left {left:?}");
+
+    // After the reconnect the same pull succeeds.
+    server
+        .wait_for_state(&serial, "device", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let stats = d.pull("/sdcard/big.bin", &out).await.unwrap();
+    assert_eq!(stats.bytes, 1_048_576);
+    assert!(std::fs::read(&out).unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_devices_at_once_each_result_attributed_to_its_device() {
+    let server = server().await;
+    let mut own = BTreeMap::new();
+    let mut sims = Vec::new();
+    for i in 0..50 {
+        let cfg = if i % 5 == 0 {
+            DeviceConfig::legacy(format!("fleet-{i:02}"))
+        } else {
+            DeviceConfig::modern(format!("fleet-{i:02}"))
+        };
+        let (sim, serial) = device(&server, cfg).await;
+        own.insert(serial, format!("fleet-{i:02}"));
+        sims.push(sim);
+    }
+    let devices = discover(&server).await;
+    assert_eq!(devices.len(), 50);
+    let m = manager(devices);
+    let started = Instant::now();
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "echo \"$(getprop ro.serialno) $(getprop ro.product.model)\"; exit 7"}),
+        BatchOptions::default().concurrency(50).timeout(SLOW),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(result.len(), 50);
+    for (serial, name) in &own {
+        let o = result.get(serial).unwrap();
+        // The shell op reports a non-zero exit as an error with the output kept.
+        assert_eq!(o.result["exit_code"], 7, "{serial}: {o:?}");
+        let model = if name.ends_with('0') || name.ends_with('5') {
+            "SimLegacy"
+        } else {
+            "SimPhone"
+        };
+        assert_eq!(o.result["stdout"], format!("{name} {model}\n"), "{serial}");
+    }
+    eprintln!("50 devices: shell in {elapsed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_entries_attach_network_devices_and_report_failures() {
+    let server = server().await;
+    let sim = SimDevice::start(DeviceConfig::modern("net")).await.unwrap();
+    // `localhost` is normalised so the server does not list the device twice.
+    let mut spec = common::entry(
+        &server,
+        json!({"connect": format!("localhost:{}", sim.port())}),
+    );
+    spec.id = Some("net-1".into());
+    use devbatch_core::Backend;
+    let devices = devbatch_adb::AdbBackend.open(spec).await.unwrap();
+    assert_eq!(devices[0].id(), "net-1");
+    assert_eq!(
+        devices[0].labels()["serial"],
+        format!("127.0.0.1:{}", sim.port())
+    );
+    let out = devices[0]
+        .run(&Command::shell("getprop ro.serialno"))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"net\n");
+    assert_eq!(server.devices().await.unwrap().len(), 1);
+
+    // A device that refuses connections: the pool still opens, the device is unreachable and
+    // the error carries the server's own words.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let devices = open(&server, json!({"connect": format!("127.0.0.1:{port}")})).await;
+    assert_eq!(devices[0].state().as_str(), "absent");
+    let m = manager(devices);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "true"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    let (kind, text) = outcome_error(&result, &format!("127.0.0.1:{port}"));
+    assert_eq!(kind, ErrorKind::Unreachable);
+    assert!(text.contains("failed to connect to"), "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_limits_requests_in_flight_to_one_server() {
+    let server = server().await;
+    let mut sims = Vec::new();
+    for i in 0..4 {
+        sims.push(device(&server, DeviceConfig::modern(format!("lim{i}"))).await);
+    }
+    let devices = open(&server, json!({"discover": true, "max_requests": 2})).await;
+    let m = manager(devices);
+    let started = Instant::now();
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "sleep 1; echo done"}),
+        BatchOptions::default().concurrency(4).timeout(SLOW),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert!(result.failed_ids().is_empty(), "{:?}", result.failed_ids());
+    // Four 1-second commands, two at a time: at least two rounds.
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "ran in {elapsed:?}; the limit was not applied"
+    );
+}
