@@ -7,7 +7,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use util::Dir;
+use util::{Dir, Run};
 
 const MIXED_POOL: &str = r#"
 [defaults]
@@ -603,4 +603,117 @@ fn default_pool_lists_the_adb_servers_devices_and_info_reads_each_ones_own_prope
     }
     drop(sims);
     drop(server);
+}
+
+#[test]
+fn plugins_load_from_the_flag_the_environment_and_the_pool_file() {
+    let dir = Dir::new();
+    let disk_usage = util::plugin_library("devbatch_disk_usage");
+    let dir_backend = util::plugin_library("devbatch_dir");
+    let disk_usage_str = disk_usage.to_str().unwrap();
+
+    // --plugin: listed, its operation in `ops`, and it runs.
+    let plugins = dir.run(&["--plugin", disk_usage_str, "plugins", "--output", "json"]);
+    assert_eq!(plugins.code(), 0, "{}", plugins.stderr());
+    let list = plugins.json();
+    assert_eq!(list[0]["name"], "disk_usage");
+    assert_eq!(list[0]["operations"], serde_json::json!(["disk_usage"]));
+    let ops = dir
+        .run(&["--plugin", disk_usage_str, "ops", "--output", "json"])
+        .json();
+    assert!(
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "disk_usage"),
+        "{ops}"
+    );
+    let run = dir.run(&[
+        "--plugin",
+        disk_usage_str,
+        "run",
+        "disk_usage",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let filesystems = run.json()["local"]["result"]["filesystems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        filesystems.iter().any(|f| f["mounted_on"] == "/"),
+        "{filesystems:?}"
+    );
+
+    // The pool file names the backend plugin (relative to the file); the environment adds the
+    // operation plugin as a directory.
+    std::fs::create_dir(dir.join("plugins")).unwrap();
+    std::fs::copy(&dir_backend, dir.join("plugins/libdevbatch_dir.so")).unwrap();
+    std::fs::create_dir(dir.join("env-plugins")).unwrap();
+    std::fs::copy(
+        &disk_usage,
+        dir.join("env-plugins/libdevbatch_disk_usage.so"),
+    )
+    .unwrap();
+    let pool = dir.write(
+        "pool.toml",
+        &format!(
+            "plugins = [\"plugins/libdevbatch_dir.so\"]\n\n[[devices]]\nbackend = \"dir\"\nid = \"stage-1\"\nroot = \"{}\"\ncreate = true\n",
+            dir.join("stage-1").display()
+        ),
+    );
+    let run = Run(dir
+        .command()
+        .env("DEVBATCH_PLUGIN_PATH", dir.join("env-plugins"))
+        .args([
+            "--pool",
+            pool.to_str().unwrap(),
+            "run",
+            "shell",
+            "--param",
+            "cmd=echo $DEVBATCH_DEVICE_ID",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.json()["stage-1"]["result"]["stdout"], "stage-1\n");
+    let listed = Run(dir
+        .command()
+        .env("DEVBATCH_PLUGIN_PATH", dir.join("env-plugins"))
+        .args([
+            "--pool",
+            pool.to_str().unwrap(),
+            "plugins",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap())
+    .json();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"dir") && names.contains(&"disk_usage"),
+        "{names:?}"
+    );
+
+    // A file that is not a plugin: one line naming the path and the reason, exit 2.
+    let not_a_plugin = dir.write("libfake.so", "not a library");
+    let err = dir
+        .run(&["--plugin", not_a_plugin.to_str().unwrap(), "ops"])
+        .one_line_error(2);
+    assert!(
+        err.starts_with(&format!(
+            "error: plugin {}: cannot be loaded as a shared library",
+            not_a_plugin.display()
+        )),
+        "{err}"
+    );
 }

@@ -88,3 +88,45 @@ impl Run {
         err.trim_end().to_string()
     }
 }
+
+/// The example plugin libraries, built once per test process with the same cargo, profile and
+/// target directory as the binary under test (a no-op when they are fresh).
+pub fn plugin_library(lib_name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let profile_dir = BUILT.get_or_init(|| {
+        let bin = PathBuf::from(env!("CARGO_BIN_EXE_devbatch"));
+        let profile_dir = bin.parent().expect("target/<profile>").to_path_buf();
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_string(),
+            Some(other) => other.to_string(),
+            None => panic!("cannot tell the profile from {}", profile_dir.display()),
+        };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["build", "--quiet", "--lib", "--profile", &profile])
+            .args([
+                "-p",
+                "devbatch-plugin-disk-usage",
+                "-p",
+                "devbatch-plugin-dir",
+            ])
+            .arg("--target-dir")
+            .arg(profile_dir.parent().expect("target dir"))
+            .output()
+            .expect("run cargo");
+        assert!(
+            out.status.success(),
+            "building the plugins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        profile_dir
+    });
+    let lib = profile_dir.join(format!(
+        "{}{lib_name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ));
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    lib
+}
