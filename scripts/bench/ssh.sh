@@ -21,8 +21,8 @@ if [ ! -x "$BENCH_CACHE/ansible/bin/ansible" ]; then
 fi
 ANSIBLE="$BENCH_CACHE/ansible/bin/ansible"
 build_devbatch
-cargo build --release --quiet --manifest-path "$BENCH_ROOT/Cargo.toml" -p devbatch-ssh --example reuse
-REUSE="$BENCH_ROOT/target/release/examples/reuse"
+(cd "$BENCH_ROOT" && cargo build --release --quiet --example repeated_batches)
+REUSE="$BENCH_ROOT/target/release/examples/repeated_batches"
 
 WORK=$(mktemp -d /tmp/devbatch-bench-ssh.XXXXXX)
 PIDS=()
@@ -105,4 +105,4 @@ done
 
 echo
 echo "### Connection reuse: two batches of \`true\` on $MAX targets in one process"
-"$REUSE" "$WORK/pool_$MAX.toml" true
+"$REUSE" "$WORK/pool_$MAX.toml" true 3
