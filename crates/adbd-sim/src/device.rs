@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{DeviceConfig, Fault, RebootBehavior};
-use crate::pm::PackageManager;
+use crate::instrument::InstrumentationScript;
+use crate::pm::{InstallOutcome, PackageManager};
 use crate::proto::{A_AUTH, A_CLSE, A_CNXN, A_OKAY, A_OPEN, A_WRTE, AUTH_TOKEN, Message, command_name};
 use crate::services::{self, Service};
 
@@ -300,8 +301,39 @@ impl SimHandle {
         self.shared.set_prop("sys.boot_completed", "1");
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// Scripts what the next installs do (until changed); [`InstallOutcome::Install`] restores the default.
+    pub fn set_install_outcome(&self, outcome: InstallOutcome) {
+        lock(&self.shared.pm).outcome = outcome;
+    }
+
+    /// The packages installed now (system packages included), sorted.
+    pub fn installed_packages(&self) -> Vec<String> {
+        lock(&self.shared.pm).packages.keys().cloned().collect()
+    }
+
+    /// Whether `package` is installed.
+    pub fn is_installed(&self, package: &str) -> bool {
+        lock(&self.shared.pm).packages.contains_key(package)
+    }
+
+    /// Installs `package` directly (version code 1), e.g. before an uninstall test.
+    pub fn preinstall(&self, package: &str) {
+        lock(&self.shared.pm).packages.insert(package.to_string(), crate::pm::Installed { version_code: 1 });
+    }
+
+    /// Sets the test run `am instrument` replays.
+    pub fn set_instrumentation(&self, script: InstrumentationScript) {
+        lock(&self.shared.scripts).instrumentation = script;
+    }
+
+    /// How many screenshots `screencap` has taken.
+    pub fn screenshots_taken(&self) -> u32 {
+        lock(&self.shared.scripts).screenshots
+    }
+
+    /// Adds a line to the device log (`logcat -d` prints it).
+    pub fn log(&self, tag: &str, message: &str) {
+        crate::tools::log_line(&self.shared, tag, message);
     }
 
     /// Stops the device: closes the listener and every link. The sandbox stays until the handle is dropped.

@@ -31,9 +31,12 @@
 //!
 //! [`testing::AdbServer`] starts a private real adb server for tests.
 
+mod apk;
 mod config;
 mod device;
+mod instrument;
 mod pm;
+mod png;
 mod proto;
 mod sandbox;
 mod services;
@@ -43,4 +46,7 @@ mod tools;
 pub mod testing;
 
 pub use config::{DeviceConfig, Fault, MODERN_FEATURES, RebootBehavior};
+pub use apk::{TestApk, build_test_apk};
 pub use device::{SimDevice, SimHandle};
+pub use instrument::{DEFAULT_CRASH, InstrumentationScript, ScriptedTest, TestOutcome};
+pub use pm::InstallOutcome;

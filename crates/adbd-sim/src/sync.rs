@@ -187,6 +187,8 @@ async fn send(shared: &Shared, input: &mut SyncIn, writer: &StreamWriter, arg: &
     let is_link = mode & S_IFMT == S_IFLNK;
     let mut error: Option<String> = None;
     let mut file = None;
+    // Removes the partial file however this ends (the link may drop and abort the task), as adbd does.
+    let mut partial = PartialFile(None);
     let mut link_target = Vec::new();
     if let Some(parent) = path.parent()
         && let Err(err) = tokio::fs::create_dir_all(parent).await
@@ -198,33 +200,22 @@ async fn send(shared: &Shared, input: &mut SyncIn, writer: &StreamWriter, arg: &
             error = Some(format!("couldn't create file '{path_text}': Is a directory"));
         } else {
             match tokio::fs::File::create(&path).await {
-                Ok(f) => file = Some(f),
+                Ok(f) => {
+                    file = Some(f);
+                    partial.0 = Some(path.clone());
+                }
                 Err(err) => error = Some(format!("couldn't create file '{path_text}': {}", errno_text(&err))),
             }
         }
     }
     loop {
-        let Some((tag, len)) = input.header().await else {
-            drop(file);
-            if !is_link {
-                let _ = tokio::fs::remove_file(&path).await;
-            }
-            return Ok(false);
-        };
+        let Some((tag, len)) = input.header().await else { return Ok(false) };
         if tag == id(b"DATA") {
             if len as usize > SYNC_DATA_MAX {
-                drop(file);
-                let _ = tokio::fs::remove_file(&path).await;
                 fail(writer, "oversize data message").await?;
                 return Ok(false);
             }
-            let Some(data) = input.take(len as usize).await else {
-                drop(file);
-                if !is_link {
-                    let _ = tokio::fs::remove_file(&path).await;
-                }
-                return Ok(false);
-            };
+            let Some(data) = input.take(len as usize).await else { return Ok(false) };
             if is_link {
                 link_target.extend_from_slice(&data);
             } else if let Some(f) = file.as_mut()
@@ -236,7 +227,6 @@ async fn send(shared: &Shared, input: &mut SyncIn, writer: &StreamWriter, arg: &
         } else if tag == id(b"DONE") {
             let mtime = UNIX_EPOCH + Duration::from_secs(u64::from(len));
             if let Some(msg) = error {
-                let _ = tokio::fs::remove_file(&path).await;
                 fail(writer, &msg).await?;
                 return Ok(true);
             }
@@ -247,6 +237,7 @@ async fn send(shared: &Shared, input: &mut SyncIn, writer: &StreamWriter, arg: &
             };
             match result {
                 Ok(()) => {
+                    partial.0 = None;
                     let mut ok = b"OKAY".to_vec();
                     ok.extend_from_slice(&0u32.to_le_bytes());
                     writer.write(&ok).await?;
@@ -255,10 +246,19 @@ async fn send(shared: &Shared, input: &mut SyncIn, writer: &StreamWriter, arg: &
             }
             return Ok(true);
         } else {
-            drop(file);
-            let _ = tokio::fs::remove_file(&path).await;
             fail(writer, "invalid data message: expected DATA or DONE").await?;
             return Ok(false);
+        }
+    }
+}
+
+/// A file being received; removed on drop unless disarmed.
+struct PartialFile(Option<std::path::PathBuf>);
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -260,6 +260,7 @@ macro_rules! export_plugin {
         }
 
         /// The devbatch plugin declaration, read by the loader before anything else.
+        // SAFETY (no_mangle): the name is reserved for this declaration; one per library.
         #[unsafe(no_mangle)]
         pub static DEVBATCH_PLUGIN_DECLARATION: $crate::PluginDeclaration =
             $crate::PluginDeclaration::new($name, $version, __devbatch_plugin_register);

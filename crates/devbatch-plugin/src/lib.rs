@@ -58,6 +58,7 @@ mod loader;
 mod proxy;
 mod registrar;
 mod runtime;
+mod symbol;
 
 pub use declaration::{
     CORE_VERSION, DECLARATION_SYMBOL, FixedStr, INTERFACE_SOURCES, LAYOUT_FINGERPRINT, MAGIC,

@@ -78,6 +78,14 @@ pub enum LoadFailure {
         /// The bytes found, escaped.
         found: String,
     },
+    /// The declaration symbol is too small to hold even the fixed start of a declaration.
+    #[error(
+        "not a devbatch plugin: its `{DECLARATION_SYMBOL}` is {size} bytes, smaller than any plugin declaration"
+    )]
+    TooSmall {
+        /// The symbol's size.
+        size: usize,
+    },
     /// Another plugin ABI version.
     #[error(
         "it was built for plugin ABI version {found}, this devbatch loads version {expected}; rebuild it against devbatch-plugin {CORE_VERSION}"
@@ -334,6 +342,9 @@ pub fn load_plugin(path: &Path, registry: &mut Registry) -> Result<LoadedPlugin,
     })
 }
 
+/// The bytes every declaration starts with, in any ABI version: magic, ABI version, size.
+const PREFIX_SIZE: usize = 24;
+
 /// Opens the library and checks its declaration; calls nothing in it.
 fn open_and_check(path: &Path) -> Result<&'static PluginDeclaration, LoadFailure> {
     let library = open(path)?;
@@ -346,12 +357,20 @@ fn open_and_check(path: &Path) -> Result<&'static PluginDeclaration, LoadFailure
         return Err(LoadFailure::MissingDeclaration);
     }
 
+    // Every declaration, of any ABI version, starts with 16 magic bytes, a u32 ABI version and
+    // a u32 size: 24 bytes. A symbol of that name that is smaller is something else.
+    let symbol_size = crate::symbol::size_at(address);
+    if let Some(size) = symbol_size
+        && size < PREFIX_SIZE
+    {
+        return Err(LoadFailure::TooSmall { size });
+    }
     // SAFETY: `address` is the address of a symbol in a library that stays mapped for the rest
-    // of the process (leaked above). Every declaration, of any ABI version, starts with 16
-    // magic bytes, a u32 ABI version and a u32 size; a symbol of that name that is something
-    // else is still mapped memory of the library (a data or code section, readable), and the
-    // reads are unaligned byte copies, so reading these 24 bytes is sound whatever the symbol
-    // is. Nothing else is read until they match.
+    // of the process (leaked above), and the symbol is at least 24 bytes long (checked above
+    // where the platform tells symbol sizes; elsewhere a smaller symbol of that name would
+    // still be followed by more of the library's mapped, readable sections in practice). The
+    // reads are unaligned byte copies, valid for any bit pattern. Nothing else is read until
+    // the magic bytes, version and size match.
     let (magic, abi_version, header_size) = unsafe {
         (
             std::ptr::read_unaligned(address.cast::<[u8; 16]>()),
@@ -371,7 +390,10 @@ fn open_and_check(path: &Path) -> Result<&'static PluginDeclaration, LoadFailure
         });
     }
     let expected_size = std::mem::size_of::<PluginDeclaration>() as u32;
-    if header_size != expected_size || !address.cast::<PluginDeclaration>().is_aligned() {
+    if header_size != expected_size
+        || symbol_size.is_some_and(|s| s < expected_size as usize)
+        || !address.cast::<PluginDeclaration>().is_aligned()
+    {
         return Err(LoadFailure::HeaderSize {
             found: header_size,
             expected: expected_size,

@@ -107,6 +107,23 @@ fn a_library_without_the_declaration_symbol() {
 }
 
 #[test]
+fn a_declaration_symbol_too_small_to_be_one() {
+    let path = fixture("tiny_declaration");
+    let err = refuse(&path);
+    assert!(
+        matches!(err.reason, LoadFailure::TooSmall { size: 4 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "plugin {}: not a devbatch plugin: its `DEVBATCH_PLUGIN_DECLARATION` is 4 bytes, smaller than any plugin declaration",
+            path.display()
+        )
+    );
+}
+
+#[test]
 fn wrong_magic_bytes() {
     let path = fixture("bad_magic");
     let err = refuse(&path);
