@@ -26,6 +26,10 @@ fi
 [ -d /run/sshd ] || { [ "$(id -u)" -eq 0 ] && mkdir -p /run/sshd; } || sudo mkdir -p /run/sshd
 
 
+# The plugin libraries the tests load (the tests build them too; building them first keeps the
+# libraries stable while the tests run in parallel).
+cargo build --quiet --lib --examples -p devbatch-plugin-disk-usage -p devbatch-plugin-dir -p devbatch-plugin-fixtures
+
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --profile ci "$@"
 else
