@@ -717,3 +717,44 @@ fn plugins_load_from_the_flag_the_environment_and_the_pool_file() {
         "{err}"
     );
 }
+
+#[test]
+fn example_pool_files_that_need_no_server_work() {
+    let dir = Dir::new();
+    let pools = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pools");
+    let fleet = dir.run(&[
+        "--pool",
+        &format!("{pools}/mock-fleet.toml"),
+        "run",
+        "info",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        fleet.code(),
+        1,
+        "two devices of the example fleet fail on purpose: {}",
+        fleet.stderr()
+    );
+    let doc = fleet.json();
+    assert_eq!(doc.as_object().unwrap().len(), 104);
+    assert_eq!(doc["unplugged-phone"]["error_kind"], "unreachable");
+    assert_eq!(doc["new-phone"]["error_kind"], "not_ready");
+    assert_eq!(
+        doc["flaky-phone"]["status"], "success",
+        "retried once by the pool's defaults"
+    );
+    assert_eq!(doc["flaky-phone"]["attempts"], 2);
+    let local = dir.run(&[
+        "--pool",
+        &format!("{pools}/local.toml"),
+        "run",
+        "shell",
+        "--param",
+        "cmd=pwd",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(local.code(), 0, "{}", local.stderr());
+    assert_eq!(local.json()["scratch"]["result"]["stdout"], "/tmp\n");
+}
