@@ -14,22 +14,25 @@ pub(crate) struct Cli {
     pub command: Commands,
 
     /// Pool file (TOML) listing the devices.
-    #[arg(long, global = true, value_name = "FILE", env = "DEVBATCH_POOL")]
+    #[arg(long, global = true, value_name = "FILE", env = "DEVBATCH_POOL", help_heading = GLOBAL)]
     pub pool: Option<PathBuf>,
 
     /// Load a plugin library (repeatable); also $DEVBATCH_PLUGIN_PATH (directories or files,
     /// separated by `:`) and `plugins = [...]` in the pool file.
-    #[arg(long = "plugin", global = true, value_name = "PATH")]
+    #[arg(long = "plugin", global = true, value_name = "PATH", help_heading = GLOBAL)]
     pub plugins: Vec<PathBuf>,
 
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// Only errors on stderr, no progress bar.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     pub quiet: bool,
 }
+
+/// The heading of the options every command takes.
+const GLOBAL: &str = "Global options";
 
 const TOP_HELP: &str = "Examples:
   devbatch run shell --param cmd='uname -a'
@@ -79,8 +82,9 @@ Examples:
   devbatch run info --report last.json; devbatch run info --rerun-failed last.json
 
 Parameters: --param KEY=VALUE takes VALUE as JSON when it parses as JSON (true, 42, [\"a\"],
-{\"k\":1}, \"quoted\") and as a plain string otherwise; --param-str KEY=VALUE always takes a
-string (for a value such as 42 or true meant as text). --params-json takes one JSON object,
+{\"k\":1}, \"quoted\") and as a plain string otherwise, except that a parameter the operation
+declares as a string always gets VALUE as written (--param cmd=true runs `true`; see
+`devbatch ops`). --param-str KEY=VALUE always takes a string. --params-json takes one JSON object,
 inline or @FILE; --param and --param-str override its keys.
 
 Exit codes:
@@ -97,7 +101,8 @@ pub(crate) struct RunArgs {
     /// The operation (see `devbatch ops`).
     pub operation: String,
 
-    /// A parameter, KEY=VALUE; VALUE is JSON if it parses as JSON, else a string (repeatable).
+    /// A parameter, KEY=VALUE; VALUE is JSON if it parses as JSON, else a string; string
+    /// parameters always take VALUE as written (repeatable).
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
     pub params: Vec<String>,
 

@@ -5,24 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use devbatch_core::{BatchOperationManager, DevicePool, Registry};
+use devbatch_plugin::LoadedPlugin;
 
 use crate::error::CliError;
 use crate::pool_file::{self, Defaults, PoolFile};
 
-/// A loaded plugin, for `devbatch plugins`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct PluginInfo {
-    pub name: String,
-    pub version: String,
-    pub path: PathBuf,
-    pub operations: Vec<String>,
-    pub backends: Vec<String>,
-}
-
 pub(crate) struct Context {
     manager: BatchOperationManager,
     pub defaults: Defaults,
-    pub plugins: Vec<PluginInfo>,
+    pub plugins: Vec<LoadedPlugin>,
     /// Where the pool came from, for messages.
     pub pool_source: String,
 }
@@ -37,14 +28,14 @@ impl Context {
         let file = pool_file::find(pool)
             .map(|p| PoolFile::read(&p))
             .transpose()?;
+        // Plugins first: they may provide backends the pool file names.
         let mut plugin_paths: Vec<PathBuf> = cli_plugins.to_vec();
-        if let Some(var) = std::env::var_os("DEVBATCH_PLUGIN_PATH") {
-            plugin_paths.extend(std::env::split_paths(&var).filter(|p| !p.as_os_str().is_empty()));
-        }
+        plugin_paths.extend(devbatch_plugin::plugin_paths_from_env());
         if let Some(f) = &file {
             plugin_paths.extend(f.plugins.iter().cloned());
         }
-        let plugins = load_plugins(&plugin_paths, &mut registry)?;
+        let plugins = devbatch_plugin::load_plugins(&plugin_paths, &mut registry)
+            .map_err(|e| CliError::Plugin(e.to_string()))?;
         let mut defaults = file
             .as_ref()
             .map(|f| f.defaults.clone())
@@ -81,16 +72,5 @@ impl Context {
 
     pub(crate) fn registry(&self) -> &Registry {
         self.manager.registry()
-    }
-}
-
-/// Loads plugin libraries (files, or every library in a directory) into the registry.
-fn load_plugins(paths: &[PathBuf], _registry: &mut Registry) -> Result<Vec<PluginInfo>, CliError> {
-    match paths.first() {
-        None => Ok(Vec::new()),
-        Some(p) => Err(CliError::Plugin(format!(
-            "cannot load plugin {}: this build has no plugin loader yet",
-            p.display()
-        ))),
     }
 }

@@ -12,9 +12,11 @@ mod report;
 mod run;
 
 // Name every backend and operation crate so that the linker keeps their registrations.
+use devbatch_adb as _;
 use devbatch_local as _;
 use devbatch_mock as _;
 use devbatch_ops as _;
+use devbatch_ssh as _;
 
 use clap::Parser;
 

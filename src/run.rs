@@ -1,5 +1,6 @@
 //! `devbatch run`: build the request, run the batch with progress and Ctrl-C handling, report.
 
+use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -7,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use devbatch_core::{
     BatchEvent, BatchOptions, BatchResult, CancelHandle, DeviceError, FailurePolicy, LabelSelector,
-    RetryPolicy,
+    ParamType, Registry, RetryPolicy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
@@ -27,7 +28,7 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
             .into(),
         );
     }
-    let params = build_params(&args)?;
+    let params = build_params(&args, &text_params(ctx.registry(), &args.operation))?;
     let ids = select_devices(&ctx, &args.selection, args.rerun_failed.as_deref())?;
     let options = build_options(&args, &ctx)?;
 
@@ -137,8 +138,35 @@ fn write_file(path: &Path, text: &str) -> Result<(), CliError> {
     std::fs::rename(&tmp, path).map_err(file_error)
 }
 
-/// `--params-json`, then `--param` and `--param-str` on top.
-fn build_params(args: &RunArgs) -> Result<Value, CliError> {
+/// The parameters of `operation` that every implementation declares as strings: for those,
+/// `--param KEY=VALUE` keeps VALUE as text even when it would parse as JSON (`cmd=true` runs
+/// `true`; `app_path=42` is the file `42`).
+fn text_params(registry: &Registry, operation: &str) -> HashSet<&'static str> {
+    let mut specs = registry
+        .operations()
+        .filter(|(op, _)| op.name() == operation)
+        .map(|(op, _)| op.params());
+    let Some(first) = specs.next() else {
+        return HashSet::new();
+    };
+    let mut names: HashSet<&'static str> = first
+        .iter()
+        .filter(|p| p.ty == ParamType::String)
+        .map(|p| p.name)
+        .collect();
+    for spec in specs {
+        names.retain(|n| {
+            spec.iter()
+                .all(|p| p.name != *n || p.ty == ParamType::String)
+        });
+    }
+    names
+}
+
+/// `--params-json`, then `--param` and `--param-str` on top. A `--param` value is JSON when it
+/// parses as JSON, except for parameters declared as strings (`text_params`), which take the
+/// value as written (a quoted JSON string is unquoted).
+fn build_params(args: &RunArgs, text_params: &HashSet<&'static str>) -> Result<Value, CliError> {
     let mut params = Map::new();
     if let Some(raw) = &args.params_json {
         let text = match raw.strip_prefix('@') {
@@ -166,10 +194,13 @@ fn build_params(args: &RunArgs) -> Result<Value, CliError> {
     }
     for raw in &args.params {
         let (k, v) = split_param("--param", raw)?;
-        params.insert(
-            k.to_string(),
-            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())),
-        );
+        let value = match serde_json::from_str(v) {
+            Ok(Value::String(s)) => Value::String(s),
+            Ok(_) if text_params.contains(k) => Value::String(v.to_string()),
+            Ok(json) => json,
+            Err(_) => Value::String(v.to_string()),
+        };
+        params.insert(k.to_string(), value);
     }
     for raw in &args.string_params {
         let (k, v) = split_param("--param-str", raw)?;

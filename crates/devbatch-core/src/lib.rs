@@ -62,6 +62,9 @@ pub use outcome::{BatchResult, BatchSummary, DeviceOutcome, Status, StopReason};
 pub use pool::{DevicePool, LabelSelector, PoolError};
 pub use registry::{Backend, ConfigError, DeviceSpec, Registry, RegistryError};
 
+/// This crate's version; plugins record the one they were built with (see `devbatch-plugin`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Re-exports for this crate's macros; not part of the public API.
 #[doc(hidden)]
 pub mod __private {

@@ -66,22 +66,53 @@ impl Latency {
 
 /// An error a script answers with.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "RawScriptedError")]
 pub struct ScriptedError {
     /// Its kind (`unreachable`, `timeout`, `failed`, `disconnected`, ...).
     pub kind: ErrorKind,
-    /// Its message.
+    /// Its message. For the `timeout` kind it is the time the device waited, such as `30s`.
     pub message: String,
     /// A partial result kept with it (for example the output seen before a disconnect).
     #[serde(default)]
     pub partial: Option<Value>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScriptedError {
+    kind: ErrorKind,
+    message: String,
+    #[serde(default)]
+    partial: Option<Value>,
+}
+
+impl TryFrom<RawScriptedError> for ScriptedError {
+    type Error = String;
+
+    fn try_from(raw: RawScriptedError) -> Result<Self, String> {
+        if raw.kind == ErrorKind::Timeout {
+            humantime::parse_duration(&raw.message).map_err(|e| {
+                format!(
+                    "a `timeout` error's message is the time waited, such as \"30s\"; got {:?}: {e}",
+                    raw.message
+                )
+            })?;
+        }
+        Ok(ScriptedError {
+            kind: raw.kind,
+            message: raw.message,
+            partial: raw.partial,
+        })
+    }
+}
+
 impl ScriptedError {
     pub(crate) fn to_device_error(&self) -> DeviceError {
         let m = self.message.clone();
         match self.kind {
-            ErrorKind::Timeout => DeviceError::Timeout(Duration::ZERO),
+            ErrorKind::Timeout => {
+                DeviceError::Timeout(humantime::parse_duration(&m).unwrap_or(Duration::ZERO))
+            }
             ErrorKind::Unreachable => DeviceError::Unreachable(m),
             ErrorKind::Disconnected => DeviceError::Disconnected(m),
             ErrorKind::Auth => DeviceError::Auth(m),

@@ -66,11 +66,22 @@ impl Operation for InfoOperation {
             ))
             .into());
         }
-        Ok(parse_probe(&String::from_utf8_lossy(&out.stdout)))
+        let text = String::from_utf8_lossy(&out.stdout);
+        parse_probe(&text).ok_or_else(|| {
+            let shown: String = text.chars().take(200).collect();
+            OperationFailure {
+                error: DeviceError::Failed(format!(
+                    "the info probe's output has none of the expected `key=value` lines: {shown:?}"
+                )),
+                partial: Some(Value::String(text.into_owned())),
+            }
+        })
     }
 }
 
-fn parse_probe(text: &str) -> Value {
+/// The probe's fields, or `None` when the output has none of them (not a POSIX shell, or a
+/// command that printed something else).
+fn parse_probe(text: &str) -> Option<Value> {
     let mut found = Map::new();
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
@@ -80,6 +91,19 @@ fn parse_probe(text: &str) -> Value {
             }
         }
     }
+    const KEYS: [&str; 8] = [
+        "hostname",
+        "os",
+        "os_release",
+        "kernel",
+        "arch",
+        "uptime_s",
+        "cpus",
+        "mem_total_kb",
+    ];
+    if !KEYS.iter().any(|k| found.contains_key(*k)) {
+        return None;
+    }
     let text_of = |k: &str| found.get(k).cloned().unwrap_or(Value::Null);
     let number_of = |k: &str| {
         found
@@ -88,7 +112,7 @@ fn parse_probe(text: &str) -> Value {
             .and_then(|v| v.parse::<u64>().ok())
             .map_or(Value::Null, |n| json!(n))
     };
-    json!({
+    Some(json!({
         "hostname": text_of("hostname"),
         "os": text_of("os"),
         "os_release": text_of("os_release"),
@@ -97,7 +121,7 @@ fn parse_probe(text: &str) -> Value {
         "uptime_s": number_of("uptime_s"),
         "cpus": number_of("cpus"),
         "mem_total_kb": number_of("mem_total_kb"),
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -108,11 +132,18 @@ mod tests {
     fn probe_output_is_parsed_and_gaps_are_null() {
         let v = parse_probe(
             "hostname=box\nos=Linux\nkernel=6.1.0\narch=x86_64\nos_release=Debian GNU/Linux 12 (bookworm)\nuptime_s=123\ncpus=2\n",
-        );
+        )
+        .expect("fields found");
         assert_eq!(v["hostname"], "box");
         assert_eq!(v["os_release"], "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(v["uptime_s"], 123);
         assert_eq!(v["cpus"], 2);
         assert_eq!(v["mem_total_kb"], Value::Null);
+    }
+
+    #[test]
+    fn output_without_any_field_is_not_a_result() {
+        assert_eq!(parse_probe("Linux board 6.1.0 aarch64\n"), None);
+        assert_eq!(parse_probe(""), None);
     }
 }

@@ -28,11 +28,7 @@ pub const RUSTC_VERSION: &str = env!("DEVBATCH_RUSTC_VERSION");
 pub const TARGET: &str = env!("DEVBATCH_TARGET");
 
 /// The version of `devbatch-core` this crate was built against.
-///
-/// `devbatch-plugin` and `devbatch-core` are released together with one version, so the
-/// package version of this crate is the core version it depends on (`=` requirement in a
-/// release).
-pub const CORE_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const CORE_VERSION: &str = devbatch_core::VERSION;
 
 /// A hash of the sources of the boundary types (this crate's and `devbatch-core`'s) when built
 /// inside the devbatch workspace; empty otherwise. See the build script.

@@ -1,0 +1,760 @@
+//! End-to-end checks of the `devbatch` binary: exit codes, output formats, selection, reports,
+//! Ctrl-C, and the README's first command.
+
+mod util;
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use util::{Dir, Run};
+
+const MIXED_POOL: &str = r#"
+[defaults]
+concurrency = 8
+
+[[devices]]
+backend = "mock"
+id = "phone"
+count = 5
+labels = { os = "android" }
+[devices.ops.info]
+result = "Android 14"
+
+[[devices]]
+backend = "mock"
+id = "broken"
+labels = { os = "android" }
+[devices.ops.info]
+error = { kind = "unreachable", message = "usb reset" }
+
+[[devices]]
+backend = "local"
+id = "here"
+labels = { os = "linux" }
+"#;
+
+#[test]
+fn readme_first_command_prints_a_result_for_local() {
+    let dir = Dir::new();
+    let run = dir.run(&["run", "shell", "--param", "cmd=echo hello from $(uname -s)"]);
+    assert_eq!(run.code(), 0, "stderr: {}", run.stderr());
+    let out = run.stdout();
+    assert!(out.contains("SUCCEEDED: shell on 1 device"), "{out}");
+    assert!(out.contains("1 device: hello from Linux"), "{out}");
+    assert!(out.contains("    local\n"), "{out}");
+    let run = dir.run(&["run", "info", "--output", "json"]);
+    assert_eq!(run.code(), 0, "stderr: {}", run.stderr());
+    let doc = run.json();
+    assert_eq!(doc["local"]["status"], "success");
+    assert_eq!(doc["local"]["result"]["os"], "Linux");
+}
+
+#[test]
+fn exit_codes_0_1_2_3() {
+    let dir = Dir::new();
+    let pool = dir.write("fleet.toml", MIXED_POOL);
+    let pool = pool.to_str().unwrap();
+
+    let ok = dir.run(&[
+        "--pool",
+        pool,
+        "run",
+        "info",
+        "--select",
+        "os=android",
+        "--devices",
+        "phone-001,phone-002",
+    ]);
+    assert_eq!(ok.code(), 0, "{}", ok.stderr());
+
+    let failed = dir.run(&["--pool", pool, "run", "info", "--select", "os=android"]);
+    assert_eq!(failed.code(), 1, "{}", failed.stderr());
+    assert!(
+        failed
+            .stdout()
+            .contains("broken [unreachable] unreachable: usb reset"),
+        "{}",
+        failed.stdout()
+    );
+
+    let err = dir
+        .run(&[
+            "--pool",
+            pool,
+            "run",
+            "info",
+            "--devices",
+            "phone-001,ghost",
+        ])
+        .one_line_error(2);
+    assert_eq!(err, "error: unknown device id: ghost");
+    let err = dir
+        .run(&["--pool", pool, "run", "reboto"])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        "error: unknown operation 'reboto'; known operations: info, install_app, pull, push, reboot, run_test, screenshot, shell, uninstall_app"
+    );
+    let err = dir
+        .run(&[
+            "--pool",
+            pool,
+            "run",
+            "shell",
+            "--param",
+            "cmd=true",
+            "--param",
+            "colour=red",
+        ])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        "error: operation 'shell' has no parameter 'colour'; its parameters are: cmd, args, stdin, ok_exit_codes"
+    );
+    let err = dir
+        .run(&["--pool", pool, "run", "info", "--select", "os=ios"])
+        .one_line_error(3);
+    assert!(err.starts_with("error: no device selected: the selection os=ios matched none of the 7 devices in pool file"), "{err}");
+
+    let empty = dir.write("empty.toml", "# no devices\n");
+    let err = dir
+        .run(&["--pool", empty.to_str().unwrap(), "run", "info"])
+        .one_line_error(3);
+    assert!(err.ends_with("empty.toml has no devices"), "{err}");
+}
+
+#[test]
+fn malformed_pool_files_are_named_with_line_and_key() {
+    let dir = Dir::new();
+    let bad = dir.write(
+        "bad.toml",
+        "[[devices]]\nbackend = \"mock\"\nid = \"a\"\nlatncy_ms = 5\n",
+    );
+    let err = dir
+        .run(&["--pool", bad.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(err.contains("bad.toml:1: device entry #1: mock device 'a': invalid settings: unknown field `latncy_ms`"), "{err}");
+    let syntax = dir.write("syntax.toml", "[defaults]\nconcurrency = 4\n[[devices]\n");
+    let err = dir
+        .run(&["--pool", syntax.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(err.contains("syntax.toml:3: "), "{err}");
+    let unknown = dir.write(
+        "unknown.toml",
+        "[[devices]]\nbackend = \"telnet\"\nid = \"x\"\n",
+    );
+    let err = dir
+        .run(&["--pool", unknown.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(
+        err.contains("unknown.toml:1: device entry #1: unknown backend 'telnet'; known backends: "),
+        "{err}"
+    );
+    let dup = dir.write("dup.toml", "[[devices]]\nbackend = \"mock\"\nid = \"x\"\n\n[[devices]]\nbackend = \"local\"\nid = \"x\"\n");
+    let err = dir
+        .run(&["--pool", dup.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(
+        err.contains(
+            "dup.toml:5: device entry #2: duplicate device id 'x' (backends mock and local)"
+        ),
+        "{err}"
+    );
+    let missing = dir.join("nowhere.toml");
+    let err = dir
+        .run(&["--pool", missing.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert!(
+        err.starts_with("error: cannot read pool file ") && err.contains("nowhere.toml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn json_and_jsonl_parse_under_concurrency_100_with_large_and_binary_output() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        "[[devices]]\nbackend = \"mock\"\nid = \"m\"\ncount = 120\n",
+    );
+    let cmd =
+        "cmd=printf 'head\\377\\376\\000'; head -c 300000 /dev/zero | tr '\\000' a; echo tail >&2";
+    let run = dir.run(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "shell",
+        "--param",
+        cmd,
+        "-j",
+        "100",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let doc = run.json();
+    let map = doc.as_object().unwrap();
+    assert_eq!(map.len(), 120);
+    for (id, o) in map {
+        assert_eq!(o["status"], "success", "{id}");
+        let b64 = o["result"]["stdout_base64"]
+            .as_str()
+            .expect("binary stdout carries base64");
+        assert!(b64.starts_with("aGVhZP/+AGFh"), "{id}: exact bytes kept");
+        assert_eq!(o["result"]["stderr"], "tail\n");
+    }
+
+    let run = dir.run(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "shell",
+        "--param",
+        cmd,
+        "-j",
+        "100",
+        "-o",
+        "jsonl",
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let lines: Vec<Value> = run
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 121);
+    let mut ids: Vec<&str> = lines[..120]
+        .iter()
+        .map(|l| l["device"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 120, "one line per device");
+    assert_eq!(lines[120]["summary"]["succeeded"], 120);
+    assert_eq!(lines[120]["interrupted"], false);
+}
+
+#[test]
+fn human_summary_groups_identical_results_and_puts_failures_first() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        r#"
+[[devices]]
+backend = "mock"
+id = "phone"
+count = 298
+[devices.ops.info]
+result = "Android 14"
+
+[[devices]]
+backend = "mock"
+id = "old-phone"
+[devices.ops.info]
+result = "Android 13"
+
+[[devices]]
+backend = "mock"
+id = "dead-phone"
+[devices.ops.info]
+error = { kind = "timeout", message = "30s" }
+"#,
+    );
+    let run = dir.run(&["--pool", pool.to_str().unwrap(), "run", "info", "-j", "50"]);
+    assert_eq!(run.code(), 1);
+    let out = run.stdout();
+    let expected_head = "FAILED: info on 1 device\n  dead-phone [timeout] timed out after 30s\nSUCCEEDED: info on 299 devices\n  298 devices: Android 14\n    phone-001, phone-002";
+    assert!(out.starts_with(expected_head), "{out}");
+    assert!(
+        out.contains("phone-012 and 286 more\n  1 device: Android 13\n    old-phone\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("300 devices: 299 succeeded, 1 failed in "),
+        "{out}"
+    );
+}
+
+#[test]
+fn reports_junit_and_rerun_failed() {
+    let dir = Dir::new();
+    let pool = dir.write("fleet.toml", MIXED_POOL);
+    let pool = pool.to_str().unwrap();
+    let run = dir.run(&[
+        "--pool",
+        pool,
+        "run",
+        "info",
+        "-s",
+        "os=android",
+        "--report",
+        "last.json",
+        "--junit",
+        "junit.xml",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code(), 1);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("last.json")).unwrap()).unwrap();
+    assert_eq!(
+        report,
+        run.json(),
+        "--report holds the same document as stdout"
+    );
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 6);
+    assert!(
+        junit.contains("<testcase classname=\"info\" name=\"broken\""),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("<failure type=\"unreachable\" message=\"unreachable: usb reset\">"),
+        "{junit}"
+    );
+
+    let rerun = dir.run(&[
+        "--pool",
+        pool,
+        "run",
+        "info",
+        "--rerun-failed",
+        "last.json",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(rerun.code(), 1);
+    let doc = rerun.json();
+    assert_eq!(
+        doc.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["broken"]
+    );
+
+    std::fs::write(
+        dir.join("good.json"),
+        r#"{"phone-001": {"status": "success", "result": 1}}"#,
+    )
+    .unwrap();
+    let err = dir
+        .run(&["--pool", pool, "run", "info", "--rerun-failed", "good.json"])
+        .one_line_error(3);
+    assert!(
+        err.starts_with("error: no device selected: every device in good.json succeeded"),
+        "{err}"
+    );
+}
+
+#[test]
+fn param_values_are_json_when_they_parse_and_strings_otherwise() {
+    let dir = Dir::new();
+    let shell = |extra: &[&str]| {
+        let mut args = vec!["run", "shell", "-o", "json"];
+        args.extend_from_slice(extra);
+        dir.run(&args)
+    };
+    let run = shell(&[
+        "--param",
+        r#"args=["printf", "%s|", "a b", "$HOME", "x; echo INJECTED"]"#,
+    ]);
+    assert_eq!(
+        run.json()["local"]["result"]["stdout"],
+        "a b|$HOME|x; echo INJECTED|"
+    );
+    let run = shell(&["--param", "cmd=exit 3", "--param", "ok_exit_codes=[3]"]);
+    assert_eq!(run.code(), 0);
+    let run = shell(&["--param", "cmd=42"]);
+    let error = run.json()["local"]["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("command exited with status 127: ") && error.ends_with("42: not found"),
+        "{error}"
+    );
+    // `cmd` is declared a string, so `true` is the command, not a boolean.
+    let run = shell(&["--param", "cmd=true"]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.json()["local"]["result"]["exit_code"], 0);
+    let err = shell(&["--param", "cmd=true", "--param", "ok_exit_codes=yes"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: parameter 'ok_exit_codes' of operation 'shell' must be a list of integers, got string \"yes\""
+    );
+    let err = shell(&["--params-json", r#"{"cmd": 42}"#]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: parameter 'cmd' of operation 'shell' must be a string, got number 42"
+    );
+    let err = shell(&["--params-json", "[1]"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: --params-json must be a JSON object, got a list"
+    );
+    let err = shell(&["--param", "novalue"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: --param \"novalue\": expected KEY=VALUE, for example cmd='uname -a'"
+    );
+    dir.write("params.json", r#"{"cmd": "echo from-file"}"#);
+    let run = shell(&["--params-json", "@params.json"]);
+    assert_eq!(run.json()["local"]["result"]["stdout"], "from-file\n");
+}
+
+#[test]
+fn devices_and_ops_list_what_is_there() {
+    let dir = Dir::new();
+    let pool = dir.write("fleet.toml", MIXED_POOL);
+    let run = dir.run(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "devices",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code(), 0);
+    let rows = run.json();
+    assert_eq!(rows.as_array().unwrap().len(), 7);
+    assert_eq!(
+        rows[6],
+        serde_json::json!({"id": "here", "backend": "local", "state": "ready", "labels": {"os": "linux"}})
+    );
+    let human = dir
+        .run(&[
+            "--pool",
+            pool.to_str().unwrap(),
+            "devices",
+            "-s",
+            "os=linux",
+        ])
+        .stdout();
+    assert!(
+        human.starts_with("ID    BACKEND  STATE  LABELS\nhere  local    ready  os=linux\n"),
+        "{human}"
+    );
+    let ops = dir.run(&["ops", "--output", "json"]).json();
+    let names: Vec<&str> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    for name in ["shell", "push", "pull", "info", "reboot", "run_test"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    let human = dir.run(&["ops"]).stdout();
+    assert!(
+        human.contains("  --param cmd=<string>  (optional) command line for the device's shell"),
+        "{human}"
+    );
+    for cmd in [
+        &["run", "--help"][..],
+        &["devices", "--help"],
+        &["ops", "--help"],
+        &["plugins", "--help"],
+        &["--help"],
+    ] {
+        let help = dir.run(cmd).stdout();
+        assert!(help.contains("Examples:"), "{cmd:?} --help has no examples");
+    }
+    assert!(
+        dir.run(&["run", "--help"])
+            .stdout()
+            .contains("130  interrupted")
+    );
+}
+
+#[test]
+fn sigint_yields_a_complete_document_and_exit_130() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        r#"
+[[devices]]
+backend = "mock"
+id = "quick"
+count = 4
+[devices.ops.info]
+result = "ok"
+
+[[devices]]
+backend = "mock"
+id = "stuck"
+count = 30
+[devices.ops.info]
+hang = true
+"#,
+    );
+    let mut child = dir
+        .command()
+        .args([
+            "--pool",
+            pool.to_str().unwrap(),
+            "run",
+            "info",
+            "-j",
+            "10",
+            "-o",
+            "json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "devbatch did not exit within 2 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let doc: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not valid JSON ({e}): {stdout}"));
+    let map = doc.as_object().unwrap();
+    assert_eq!(map.len(), 34, "every device has its outcome");
+    assert_eq!(map.values().filter(|o| o["status"] == "success").count(), 4);
+    let cancelled: Vec<_> = map
+        .values()
+        .filter(|o| o["error_kind"] == "cancelled")
+        .collect();
+    assert_eq!(cancelled.len(), 30);
+    assert_eq!(
+        cancelled
+            .iter()
+            .filter(|o| o["error"] == "cancelled")
+            .count(),
+        10,
+        "those running when interrupted"
+    );
+}
+
+/// The embedded default pool holds the devices of the default adb server: here a real adb
+/// server on a private port (named by `ANDROID_ADB_SERVER_PORT`) with 20 simulated devices.
+#[test]
+fn default_pool_lists_the_adb_servers_devices_and_info_reads_each_ones_own_properties() {
+    use adbd_sim::testing::AdbServer;
+    use adbd_sim::{DeviceConfig, SimDevice};
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (server, sims) = runtime.block_on(async {
+        let server = AdbServer::start()
+            .await
+            .expect("start the adb server (apt-get install adb)");
+        let mut sims = Vec::new();
+        for n in 1..=20 {
+            let config =
+                DeviceConfig::modern(format!("farm-{n:02}")).model(format!("Sim Phone {n}"));
+            let sim = SimDevice::start(config).await.expect("simulated device");
+            server.connect(&sim).await.expect("adb connect");
+            sims.push(sim);
+        }
+        (server, sims)
+    });
+    let dir = Dir::new();
+    let run = |args: &[&str]| {
+        let out = dir
+            .command()
+            .env("ANDROID_ADB_SERVER_PORT", server.port().to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        util::Run(out)
+    };
+
+    let devices = run(&["devices", "--output", "json"]);
+    assert_eq!(devices.code(), 0, "{}", devices.stderr());
+    let rows = devices.json();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 21, "local + 20 adb devices: {rows:?}");
+    assert_eq!(rows[0]["id"], "local");
+    for sim in &sims {
+        let row = rows
+            .iter()
+            .find(|r| r["id"] == sim.serial().as_str())
+            .unwrap_or_else(|| panic!("{} listed", sim.serial()));
+        assert_eq!(row["backend"], "adb");
+        assert_eq!(row["state"], "ready");
+    }
+
+    let info = run(&["run", "info", "--select", "backend=adb", "--output", "json"]);
+    assert_eq!(info.code(), 0, "{}", info.stderr());
+    let doc = info.json();
+    assert_eq!(doc.as_object().unwrap().len(), 20);
+    for (n, sim) in sims.iter().enumerate() {
+        let outcome = &doc[sim.serial().as_str()];
+        assert_eq!(outcome["status"], "success", "{outcome}");
+        assert_eq!(outcome["result"]["model"], format!("Sim Phone {}", n + 1));
+        assert_eq!(outcome["result"]["serialno"], format!("farm-{:02}", n + 1));
+    }
+    drop(sims);
+    drop(server);
+}
+
+#[test]
+fn plugins_load_from_the_flag_the_environment_and_the_pool_file() {
+    let dir = Dir::new();
+    let disk_usage = util::plugin_library("devbatch_disk_usage");
+    let dir_backend = util::plugin_library("devbatch_dir");
+    let disk_usage_str = disk_usage.to_str().unwrap();
+
+    // --plugin: listed, its operation in `ops`, and it runs.
+    let plugins = dir.run(&["--plugin", disk_usage_str, "plugins", "--output", "json"]);
+    assert_eq!(plugins.code(), 0, "{}", plugins.stderr());
+    let list = plugins.json();
+    assert_eq!(list[0]["name"], "disk_usage");
+    assert_eq!(list[0]["operations"], serde_json::json!(["disk_usage"]));
+    let ops = dir
+        .run(&["--plugin", disk_usage_str, "ops", "--output", "json"])
+        .json();
+    assert!(
+        ops.as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["name"] == "disk_usage"),
+        "{ops}"
+    );
+    let run = dir.run(&[
+        "--plugin",
+        disk_usage_str,
+        "run",
+        "disk_usage",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let filesystems = run.json()["local"]["result"]["filesystems"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        filesystems.iter().any(|f| f["mounted_on"] == "/"),
+        "{filesystems:?}"
+    );
+
+    // The pool file names the backend plugin (relative to the file); the environment adds the
+    // operation plugin as a directory.
+    std::fs::create_dir(dir.join("plugins")).unwrap();
+    std::fs::copy(&dir_backend, dir.join("plugins/libdevbatch_dir.so")).unwrap();
+    std::fs::create_dir(dir.join("env-plugins")).unwrap();
+    std::fs::copy(
+        &disk_usage,
+        dir.join("env-plugins/libdevbatch_disk_usage.so"),
+    )
+    .unwrap();
+    let pool = dir.write(
+        "pool.toml",
+        &format!(
+            "plugins = [\"plugins/libdevbatch_dir.so\"]\n\n[[devices]]\nbackend = \"dir\"\nid = \"stage-1\"\nroot = \"{}\"\ncreate = true\n",
+            dir.join("stage-1").display()
+        ),
+    );
+    let run = Run(dir
+        .command()
+        .env("DEVBATCH_PLUGIN_PATH", dir.join("env-plugins"))
+        .args([
+            "--pool",
+            pool.to_str().unwrap(),
+            "run",
+            "shell",
+            "--param",
+            "cmd=echo $DEVBATCH_DEVICE_ID",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap());
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.json()["stage-1"]["result"]["stdout"], "stage-1\n");
+    let listed = Run(dir
+        .command()
+        .env("DEVBATCH_PLUGIN_PATH", dir.join("env-plugins"))
+        .args([
+            "--pool",
+            pool.to_str().unwrap(),
+            "plugins",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap())
+    .json();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"dir") && names.contains(&"disk_usage"),
+        "{names:?}"
+    );
+
+    // A file that is not a plugin: one line naming the path and the reason, exit 2.
+    let not_a_plugin = dir.write("libfake.so", "not a library");
+    let err = dir
+        .run(&["--plugin", not_a_plugin.to_str().unwrap(), "ops"])
+        .one_line_error(2);
+    assert!(
+        err.starts_with(&format!(
+            "error: plugin {}: cannot be loaded as a shared library",
+            not_a_plugin.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn example_pool_files_that_need_no_server_work() {
+    let dir = Dir::new();
+    let pools = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/pools");
+    let fleet = dir.run(&[
+        "--pool",
+        &format!("{pools}/mock-fleet.toml"),
+        "run",
+        "info",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        fleet.code(),
+        1,
+        "two devices of the example fleet fail on purpose: {}",
+        fleet.stderr()
+    );
+    let doc = fleet.json();
+    assert_eq!(doc.as_object().unwrap().len(), 104);
+    assert_eq!(doc["unplugged-phone"]["error_kind"], "unreachable");
+    assert_eq!(doc["new-phone"]["error_kind"], "not_ready");
+    assert_eq!(
+        doc["flaky-phone"]["status"], "success",
+        "retried once by the pool's defaults"
+    );
+    assert_eq!(doc["flaky-phone"]["attempts"], 2);
+    let local = dir.run(&[
+        "--pool",
+        &format!("{pools}/local.toml"),
+        "run",
+        "shell",
+        "--param",
+        "cmd=pwd",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(local.code(), 0, "{}", local.stderr());
+    assert_eq!(local.json()["scratch"]["result"]["stdout"], "/tmp\n");
+}
