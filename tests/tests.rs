@@ -543,46 +543,81 @@ hang = true
     );
 }
 
+/// A real adb server on a private port with simulated devices connected to it, and a way to
+/// run `devbatch` against it as the default adb server (`ANDROID_ADB_SERVER_PORT`).
+struct AdbFarm {
+    runtime: tokio::runtime::Runtime,
+    server: adbd_sim::testing::AdbServer,
+    sims: Vec<adbd_sim::SimHandle>,
+    dir: Dir,
+}
+
+impl AdbFarm {
+    fn start(configs: Vec<adbd_sim::DeviceConfig>) -> AdbFarm {
+        use adbd_sim::SimDevice;
+        use adbd_sim::testing::AdbServer;
+
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (server, sims) = runtime.block_on(async {
+            let server = AdbServer::start()
+                .await
+                .expect("start the adb server (apt-get install adb)");
+            let mut sims = Vec::new();
+            for config in configs {
+                let sim = SimDevice::start(config).await.expect("simulated device");
+                server.connect(&sim).await.expect("adb connect");
+                sims.push(sim);
+            }
+            (server, sims)
+        });
+        AdbFarm {
+            runtime,
+            server,
+            sims,
+            dir: Dir::new(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let out = self
+            .dir
+            .command()
+            .env("ANDROID_ADB_SERVER_PORT", self.server.port().to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        Run(out)
+    }
+}
+
+impl Drop for AdbFarm {
+    fn drop(&mut self) {
+        // The simulated devices stop with the runtime that serves them.
+        let _guard = self.runtime.enter();
+        self.sims.clear();
+    }
+}
+
 /// The embedded default pool holds the devices of the default adb server: here a real adb
 /// server on a private port (named by `ANDROID_ADB_SERVER_PORT`) with 20 simulated devices.
 #[test]
 fn default_pool_lists_the_adb_servers_devices_and_info_reads_each_ones_own_properties() {
-    use adbd_sim::testing::AdbServer;
-    use adbd_sim::{DeviceConfig, SimDevice};
+    let farm = AdbFarm::start(
+        (1..=20)
+            .map(|n| {
+                adbd_sim::DeviceConfig::modern(format!("farm-{n:02}"))
+                    .model(format!("Sim Phone {n}"))
+            })
+            .collect(),
+    );
 
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (server, sims) = runtime.block_on(async {
-        let server = AdbServer::start()
-            .await
-            .expect("start the adb server (apt-get install adb)");
-        let mut sims = Vec::new();
-        for n in 1..=20 {
-            let config =
-                DeviceConfig::modern(format!("farm-{n:02}")).model(format!("Sim Phone {n}"));
-            let sim = SimDevice::start(config).await.expect("simulated device");
-            server.connect(&sim).await.expect("adb connect");
-            sims.push(sim);
-        }
-        (server, sims)
-    });
-    let dir = Dir::new();
-    let run = |args: &[&str]| {
-        let out = dir
-            .command()
-            .env("ANDROID_ADB_SERVER_PORT", server.port().to_string())
-            .args(args)
-            .output()
-            .unwrap();
-        util::Run(out)
-    };
-
-    let devices = run(&["devices", "--output", "json"]);
+    let devices = farm.run(&["devices", "--output", "json"]);
     assert_eq!(devices.code(), 0, "{}", devices.stderr());
     let rows = devices.json();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 21, "local + 20 adb devices: {rows:?}");
     assert_eq!(rows[0]["id"], "local");
-    for sim in &sims {
+    for sim in &farm.sims {
         let row = rows
             .iter()
             .find(|r| r["id"] == sim.serial().as_str())
@@ -591,18 +626,72 @@ fn default_pool_lists_the_adb_servers_devices_and_info_reads_each_ones_own_prope
         assert_eq!(row["state"], "ready");
     }
 
-    let info = run(&["run", "info", "--select", "backend=adb", "--output", "json"]);
+    let info = farm.run(&["run", "info", "--select", "backend=adb", "--output", "json"]);
     assert_eq!(info.code(), 0, "{}", info.stderr());
     let doc = info.json();
     assert_eq!(doc.as_object().unwrap().len(), 20);
-    for (n, sim) in sims.iter().enumerate() {
+    for (n, sim) in farm.sims.iter().enumerate() {
         let outcome = &doc[sim.serial().as_str()];
         assert_eq!(outcome["status"], "success", "{outcome}");
         assert_eq!(outcome["result"]["model"], format!("Sim Phone {}", n + 1));
         assert_eq!(outcome["result"]["serialno"], format!("farm-{:02}", n + 1));
     }
-    drop(sims);
-    drop(server);
+}
+
+/// `run install_app` on 20 simulated devices, one of them scripted to refuse the package: exit
+/// status 1, and the human summary names that device and its failure code.
+#[test]
+fn install_app_on_twenty_devices_with_one_failure_names_it_in_the_summary() {
+    use adbd_sim::{DeviceConfig, InstallOutcome, TestApk};
+
+    let farm = AdbFarm::start(
+        (1..=20)
+            .map(|n| {
+                let serial = format!("lab-{n:02}");
+                // Every fourth device is an old one (pm install of a copied file).
+                if n % 4 == 0 {
+                    DeviceConfig::legacy(serial)
+                } else {
+                    DeviceConfig::modern(serial)
+                }
+            })
+            .collect(),
+    );
+    farm.sims[12].set_install_outcome(InstallOutcome::failure("INSTALL_FAILED_OLDER_SDK"));
+    let apk = farm.dir.join("fleet app.apk");
+    std::fs::write(&apk, TestApk::new("com.example.fleet").build()).unwrap();
+    let apk = apk.to_str().unwrap();
+
+    let run = farm.run(&[
+        "run",
+        "install_app",
+        "--param",
+        &format!("app_path={apk}"),
+        "--select",
+        "backend=adb",
+    ]);
+    assert_eq!(run.code(), 1, "{}\n{}", run.stdout(), run.stderr());
+    let out = run.stdout();
+    // Devices are named by their adb serial: the address they were connected by.
+    let failed = farm.sims[12].serial();
+    let failure = out
+        .lines()
+        .find(|l| l.contains(&failed))
+        .unwrap_or_else(|| panic!("the failed device is named:\n{out}"));
+    assert!(
+        failure.contains("Failure [INSTALL_FAILED_OLDER_SDK]"),
+        "{failure}"
+    );
+    assert!(out.contains("19 succeeded"), "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+    for (i, sim) in farm.sims.iter().enumerate() {
+        assert_eq!(
+            sim.is_installed("com.example.fleet"),
+            i != 12,
+            "{}",
+            sim.serial()
+        );
+    }
 }
 
 #[test]
