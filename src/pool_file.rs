@@ -41,12 +41,12 @@ pub(crate) struct Defaults {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
-    concurrency: Option<usize>,
-    timeout: Option<String>,
-    deadline: Option<String>,
-    connect_timeout: Option<String>,
+    concurrency: Option<toml::Spanned<usize>>,
+    timeout: Option<toml::Spanned<String>>,
+    deadline: Option<toml::Spanned<String>>,
+    connect_timeout: Option<toml::Spanned<String>>,
     retries: Option<u32>,
-    max_output: Option<toml::Value>,
+    max_output: Option<toml::Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,43 +95,50 @@ impl PoolFile {
             );
             CliError::Pool(format!("{at}: {}", e.message().trim()))
         })?;
-        let top = |key: &str| {
-            let offset = text
-                .find(&format!("{key} ="))
-                .or_else(|| text.find(key))
-                .unwrap_or(0);
-            location(path, &text, offset)
-        };
-        let duration = |key: &str, v: Option<String>| -> Result<Option<Duration>, CliError> {
-            v.map(|s| {
-                parse_duration(&s).map_err(|e| {
-                    CliError::Pool(format!("{}: [defaults] {key} = {s:?}: {e}", top(key)))
+        // `file:line` of a value in [defaults].
+        let at = |span: std::ops::Range<usize>| location(path, &text, span.start);
+        let duration =
+            |key: &str, v: Option<toml::Spanned<String>>| -> Result<Option<Duration>, CliError> {
+                v.map(|s| {
+                    parse_duration(s.get_ref()).map_err(|e| {
+                        CliError::Pool(format!(
+                            "{}: [defaults] {key} = {:?}: {e}",
+                            at(s.span()),
+                            s.get_ref()
+                        ))
+                    })
                 })
-            })
-            .transpose()
-        };
+                .transpose()
+            };
         let d = raw.defaults;
         let max_output = match d.max_output {
             None => None,
-            Some(toml::Value::Integer(n)) if n > 0 => Some(n as usize),
-            Some(toml::Value::String(s)) => Some(parse_size(&s).map_err(|e| {
-                CliError::Pool(format!("{}: [defaults] max_output: {e}", top("max_output")))
-            })?),
-            Some(other) => {
-                return Err(CliError::Pool(format!(
-                    "{}: [defaults] max_output must be a size such as \"4MiB\" or a positive number of bytes, got {other}",
-                    top("max_output")
-                )));
+            Some(v) => {
+                let span = v.span();
+                match v.into_inner() {
+                    toml::Value::Integer(n) if n > 0 => Some(n as usize),
+                    toml::Value::String(s) => Some(parse_size(&s).map_err(|e| {
+                        CliError::Pool(format!("{}: [defaults] max_output: {e}", at(span)))
+                    })?),
+                    other => {
+                        return Err(CliError::Pool(format!(
+                            "{}: [defaults] max_output must be a size such as \"4MiB\" or a positive number of bytes, got {other}",
+                            at(span)
+                        )));
+                    }
+                }
             }
         };
-        if d.concurrency == Some(0) {
+        if let Some(c) = &d.concurrency
+            && *c.get_ref() == 0
+        {
             return Err(CliError::Pool(format!(
                 "{}: [defaults] concurrency must be at least 1",
-                top("concurrency")
+                at(c.span())
             )));
         }
         let defaults = Defaults {
-            concurrency: d.concurrency,
+            concurrency: d.concurrency.map(toml::Spanned::into_inner),
             timeout: duration("timeout", d.timeout)?,
             deadline: duration("deadline", d.deadline)?,
             connect_timeout: duration("connect_timeout", d.connect_timeout)?,
@@ -331,6 +338,20 @@ mod tests {
         let e = parse("[defaults]\ntimeout = \"soon\"\n").unwrap_err();
         assert!(
             e.starts_with("fleet.toml:2: [defaults] timeout = \"soon\": "),
+            "{e}"
+        );
+        // The line of the key itself, not of a longer key or a comment that contains its name.
+        let e = parse(
+            "# timeout = \"1s\" is a good value\n[defaults]\nconnect_timeout = \"1s\"\ntimeout = \"soon\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("fleet.toml:4: [defaults] timeout = \"soon\": "),
+            "{e}"
+        );
+        let e = parse("[defaults]\n\nmax_output = \"lots\"\n").unwrap_err();
+        assert!(
+            e.starts_with("fleet.toml:3: [defaults] max_output: "),
             "{e}"
         );
         let e = parse("[defaults]\nconcurrency = \"ten\"\n").unwrap_err();
