@@ -140,12 +140,14 @@ impl Command {
 /// Quotes one argument for a POSIX shell so that it stays one literal word, whatever it holds.
 ///
 /// Words made only of safe characters are left alone; anything else is wrapped in single quotes
-/// with embedded single quotes written as `'\''`.
+/// with embedded single quotes written as `'\''`. A word with `=` is always quoted: unquoted as
+/// the first word (`X=1 echo hi`) the shell would take it as a variable assignment instead of
+/// the program to run, as a backend that runs argv directly (local) does.
 pub fn quote(arg: &str) -> String {
     let safe = !arg.is_empty()
         && arg
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"@%+:,./-_".contains(&b));
     if safe {
         arg.to_string()
     } else {
@@ -370,6 +372,15 @@ mod tests {
         assert_eq!(quote("x; rm -rf /"), "'x; rm -rf /'");
         assert_eq!(quote("it's"), r"'it'\''s'");
         assert_eq!(quote("$(id)`id`"), "'$(id)`id`'");
+    }
+
+    #[test]
+    fn words_with_equals_are_quoted_so_they_are_never_assignments() {
+        assert_eq!(quote("X=1"), "'X=1'");
+        assert_eq!(quote("--opt=v"), "'--opt=v'");
+        assert_eq!(quote("="), "'='");
+        let cmd = Command::argv(["X=1", "echo", "hi"]);
+        assert_eq!(cmd.to_shell_line(), "'X=1' echo hi");
     }
 
     #[test]
