@@ -59,7 +59,7 @@ pub use options::{
     RetryPolicy,
 };
 pub use outcome::{BatchResult, BatchSummary, DeviceOutcome, Status, StopReason};
-pub use pool::{DevicePool, LabelSelector, PoolError};
+pub use pool::{DevicePool, LabelSelector, PoolError, check_device_id};
 pub use registry::{Backend, ConfigError, DeviceSpec, Registry, RegistryError};
 
 /// This crate's version; plugins record the one they were built with (see `devbatch-plugin`).
