@@ -115,6 +115,11 @@ pub enum DeviceError {
     /// The time allowed ran out.
     #[error("timed out after {}", fmt_duration(*.0))]
     Timeout(Duration),
+    /// The batch's overall deadline (the duration it was set to) passed while the operation
+    /// ran. Its kind is [`ErrorKind::Timeout`], like a per-attempt timeout; only the message
+    /// tells the two apart. Never retried: the batch is over.
+    #[error("stopped by the batch deadline ({})", fmt_duration(*.0))]
+    Deadline(Duration),
     /// The batch was cancelled.
     #[error("cancelled")]
     Cancelled,
@@ -157,7 +162,7 @@ impl DeviceError {
             DeviceError::Auth(_) => ErrorKind::Auth,
             DeviceError::HostKey(_) => ErrorKind::HostKey,
             DeviceError::NotReady { .. } => ErrorKind::NotReady,
-            DeviceError::Timeout(_) => ErrorKind::Timeout,
+            DeviceError::Timeout(_) | DeviceError::Deadline(_) => ErrorKind::Timeout,
             DeviceError::Cancelled => ErrorKind::Cancelled,
             DeviceError::Unsupported(_) => ErrorKind::Unsupported,
             DeviceError::OutputLimit { .. } => ErrorKind::OutputLimit,
@@ -333,6 +338,17 @@ mod tests {
         };
         assert_eq!(e.to_string(), "unknown device ids: a, b c");
         assert_eq!(e.kind(), ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_batch_deadline_is_a_timeout_that_names_the_deadline() {
+        let e = DeviceError::Deadline(Duration::from_millis(400));
+        assert_eq!(e.to_string(), "stopped by the batch deadline (400ms)");
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(
+            !e.is_retryable(),
+            "nothing is retried once the batch is over"
+        );
     }
 
     #[test]

@@ -90,19 +90,34 @@ struct Shared {
     deadline: Option<Duration>,
     options: BatchOptions,
     observer: Option<Observer>,
+    /// Whether the observer has panicked in this batch (the panic is logged only once).
+    observer_panicked: AtomicBool,
 }
 
 impl Shared {
+    /// Hands `event` to the observer. A panicking observer is the caller's bug, not the
+    /// device's: the panic is caught, logged once per batch, and the batch goes on (each later
+    /// event is still offered to the observer).
     fn emit(&self, event: BatchEvent<'_>) {
-        if let Some(observer) = &self.observer {
-            observer(&event);
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| observer(&event)))
+            && !self.observer_panicked.swap(true, Ordering::AcqRel)
+        {
+            tracing::warn!(
+                operation = %self.operation,
+                "the batch observer panicked (further observer panics in this batch are not \
+                 logged); the batch goes on: {}",
+                panic_message(panic.as_ref())
+            );
         }
     }
 
     /// The error a device task reports when `stop` fires while it runs.
     fn stop_error(&self) -> DeviceError {
         match (self.stop_reason.load(Ordering::Acquire), self.deadline) {
-            (REASON_DEADLINE, Some(d)) => DeviceError::Timeout(d),
+            (REASON_DEADLINE, Some(d)) => DeviceError::Deadline(d),
             _ => DeviceError::Cancelled,
         }
     }
@@ -333,8 +348,10 @@ impl BatchOperationManager {
             deadline: options.deadline,
             options: options.clone(),
             observer: options.observer.clone(),
+            observer_panicked: AtomicBool::new(false),
         });
-        let deadline_at = options.deadline.map(|d| started + d);
+        // A deadline too far away for an `Instant` to hold is no deadline.
+        let deadline_at = options.deadline.and_then(|d| started.checked_add(d));
 
         let mut summary = BatchSummary::default();
         let devices: Vec<Arc<dyn Device>> = jobs.iter().map(|j| j.device.clone()).collect();

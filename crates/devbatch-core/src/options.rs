@@ -150,6 +150,8 @@ pub enum BatchEvent<'a> {
 
 /// A callback for [`BatchEvent`]s. It runs inline on the engine's tasks, so it must be quick
 /// (update a progress bar, send on a channel); it never slows the batch beyond its own cost.
+/// A panic in it is caught and logged once per batch; the batch goes on and every device still
+/// gets its one outcome.
 pub type Observer = Arc<dyn Fn(&BatchEvent<'_>) + Send + Sync>;
 
 /// How a batch runs. `BatchOptions::default()` gives the spec's behaviour (10 at a time) plus

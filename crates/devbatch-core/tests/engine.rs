@@ -523,6 +523,11 @@ async fn the_overall_deadline_times_out_running_and_unstarted_devices() {
         (running.error_kind, running.attempts),
         (Some(ErrorKind::Timeout), 1)
     );
+    assert_eq!(
+        running.error.as_deref(),
+        Some("stopped by the batch deadline (1s)"),
+        "a device stopped by the deadline says so, unlike a per-attempt timeout"
+    );
     let waiting = r.get("d5").unwrap();
     assert_eq!(
         (waiting.error_kind, waiting.attempts),
@@ -790,4 +795,129 @@ async fn the_shell_operation_reports_exit_codes_and_keeps_partial_output() {
         .await
         .unwrap();
     assert_eq!(r.get("m").unwrap().error_kind, Some(ErrorKind::OutputLimit));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_device_stopped_by_the_deadline_names_the_deadline() {
+    let m = manager(vec![
+        MockDevice::new("slow").on("probe", ok_after(10_000)),
+        MockDevice::new("fast").on("probe", ok_after(10)),
+    ]);
+    let opts = BatchOptions::default()
+        .timeout(Duration::from_secs(60))
+        .deadline(Duration::from_millis(400));
+    let r = m
+        .execute_batch_with("probe", params(), None, &opts)
+        .await
+        .unwrap();
+    let slow = r.get("slow").unwrap();
+    assert_eq!(slow.error_kind, Some(ErrorKind::Timeout));
+    assert_eq!(
+        slow.error.as_deref(),
+        Some("stopped by the batch deadline (400ms)")
+    );
+    assert_eq!(slow.attempts, 1);
+    assert!(r.get("fast").unwrap().is_success());
+    assert_eq!(r.summary().stopped, Some(StopReason::Deadline));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_too_far_for_an_instant_is_no_deadline() {
+    for deadline in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 2),
+        Duration::from_secs(400 * 365 * 24 * 3600),
+    ] {
+        let m = manager(
+            (0..3)
+                .map(|i| MockDevice::new(format!("d{i}")).on("probe", ok_after(5)))
+                .collect(),
+        );
+        let opts = BatchOptions::default().deadline(deadline);
+        let r = m
+            .execute_batch_with("probe", params(), None, &opts)
+            .await
+            .unwrap();
+        assert_eq!(r.summary().succeeded, 3, "{deadline:?}");
+        assert_eq!(r.summary().stopped, None, "{deadline:?}");
+    }
+}
+
+/// Counts `WARN` events whose message mentions the observer; everything else is ignored.
+struct WarnCounter(Arc<Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for WarnCounter {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        if *event.metadata().level() == tracing::Level::WARN {
+            let mut m = Message(String::new());
+            event.record(&mut m);
+            self.0.lock().unwrap().push(m.0);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn a_panicking_observer_is_logged_once_and_the_batch_goes_on() {
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    // A current-thread runtime: the engine's tasks run on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(WarnCounter(warnings.clone()));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let opts = {
+        let seen = seen.clone();
+        BatchOptions::default().concurrency(3).observer(move |e| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            match e {
+                BatchEvent::Started { device_id, .. } if *device_id == "d1" => {
+                    panic!("observer bug on start")
+                }
+                BatchEvent::Finished { .. } => panic!("observer bug on finish"),
+                _ => {}
+            }
+        })
+    };
+    let m = manager(
+        (0..8)
+            .map(|i| MockDevice::new(format!("d{i}")).on("probe", ok_after(2)))
+            .collect(),
+    );
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        m.execute_batch_with("probe", params(), None, &opts),
+    )
+    .await
+    .expect("the batch finishes")
+    .unwrap();
+    assert_eq!(r.len(), 8);
+    assert_eq!(r.summary().succeeded, 8, "{r:?}");
+    assert!(r.iter().all(|(_, o)| o.is_success() && o.attempts == 1));
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        16,
+        "the observer still gets every start and finish after panicking"
+    );
+    let warnings = warnings.lock().unwrap();
+    assert_eq!(
+        warnings.as_slice(),
+        [
+            "the batch observer panicked (further observer panics in this batch are not logged); the batch goes on: observer bug on start"
+        ],
+    );
 }
