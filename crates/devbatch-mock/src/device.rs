@@ -2,7 +2,7 @@
 //! sandbox directory of its own.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use async_trait::async_trait;
@@ -133,9 +133,18 @@ impl MockDevice {
             .map_err(|e| DeviceError::Failed(e.clone()))
     }
 
-    /// A remote path inside the sandbox: absolute paths are taken from the sandbox root.
-    fn remote(&self, remote: &str) -> String {
-        remote.trim_start_matches('/').to_string()
+    /// A remote path inside the sandbox: absolute paths are taken from the sandbox root, and a
+    /// path with a `..` component is refused, so push and pull never reach outside it.
+    fn remote(&self, remote: &str) -> Result<String, DeviceError> {
+        if Path::new(remote)
+            .components()
+            .any(|c| c == Component::ParentDir)
+        {
+            return Err(DeviceError::InvalidInput(format!(
+                "device path {remote:?} uses `..`; paths of mock devices stay inside their sandbox"
+            )));
+        }
+        Ok(remote.trim_start_matches('/').to_string())
     }
 
     fn record(&self, what: impl FnOnce() -> String) {
@@ -266,7 +275,7 @@ impl Device for MockDevice {
     async fn push(&self, local: &Path, remote: &str) -> Result<TransferStats, DeviceError> {
         self.record(|| format!("push:{remote}"));
         self.check_ready()?;
-        let target = self.remote(remote);
+        let target = self.remote(remote)?;
         let device = self.local()?;
         if let Some(parent) = PathBuf::from(&target)
             .parent()
@@ -283,7 +292,7 @@ impl Device for MockDevice {
     async fn pull(&self, remote: &str, local: &Path) -> Result<TransferStats, DeviceError> {
         self.record(|| format!("pull:{remote}"));
         self.check_ready()?;
-        let target = self.remote(remote);
+        let target = self.remote(remote)?;
         self.local()?
             .pull(&target, local)
             .await

@@ -51,6 +51,7 @@ use serde::Deserialize;
 /// id = "phone"          # with count: phone-001 ... phone-300
 /// count = 300
 /// latency_ms = [5, 50]  # every operation waits 5 to 50 ms
+/// state = "ready"       # the default; or a not-ready state such as "unauthorized"
 /// labels = { os = "android" }
 /// [devices.ops.install_app]
 /// result = { package = "com.example" }
@@ -61,8 +62,30 @@ use serde::Deserialize;
 /// contains = "getprop"
 /// stdout = "14\n"
 /// ```
+///
+/// `count` is at most [`MAX_COUNT`]. `state` is one of [`STATES`]: `ready` (the default) or a
+/// word adb uses for a listed but unusable device; any other value is refused.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MockBackend;
+
+/// The most devices one pool-file entry may make with `count`: a million mock devices is
+/// already far past what a batch is meant for, and bigger counts would only exhaust memory.
+pub const MAX_COUNT: usize = 1_000_000;
+
+/// The values `state` accepts: `ready`, then the not-ready states of adb devices.
+pub const STATES: &[&str] = &[
+    "ready",
+    "offline",
+    "unauthorized",
+    "authorizing",
+    "connecting",
+    "no permissions",
+    "bootloader",
+    "recovery",
+    "sideload",
+    "rescue",
+    "absent",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,7 +98,8 @@ struct MockSettings {
     ops: HashMap<String, Script>,
     #[serde(default)]
     commands: Vec<CommandScript>,
-    /// `offline`, `unauthorized`...: play a listed but unusable device.
+    /// `ready` (the default), or `offline`, `unauthorized`...: play a listed but unusable
+    /// device. One of [`STATES`].
     #[serde(default)]
     state: Option<String>,
 }
@@ -96,9 +120,28 @@ impl Backend for MockBackend {
             key: "id".into(),
             expected: "the device id (with count: the prefix of the ids)".into(),
         })?;
+        let not_ready = match settings.state.as_deref() {
+            None | Some("ready") => None,
+            Some(state) if STATES.contains(&state) => Some(state.to_string()),
+            Some(other) => {
+                return Err(ConfigError::Settings(format!(
+                    "state must be one of {}; got {other:?}",
+                    STATES
+                        .iter()
+                        .map(|s| format!("\"{s}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        };
         let ids: Vec<String> = match settings.count {
             None => vec![base],
             Some(0) => return Err(ConfigError::Settings("count must be at least 1".into())),
+            Some(n) if n > MAX_COUNT => {
+                return Err(ConfigError::Settings(format!(
+                    "count must be at most {MAX_COUNT}, got {n}"
+                )));
+            }
             Some(n) => {
                 let width = n.to_string().len().max(3);
                 (1..=n).map(|i| format!("{base}-{i:0width$}")).collect()
@@ -117,7 +160,7 @@ impl Backend for MockBackend {
                 for c in &settings.commands {
                     d = d.on_command(c.clone());
                 }
-                if let Some(state) = &settings.state {
+                if let Some(state) = &not_ready {
                     d = d.not_ready(state.clone(), "this mock device is configured as not ready");
                 }
                 Arc::new(d) as Arc<dyn Device>
