@@ -13,8 +13,8 @@ pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Commands,
 
-    /// Pool file (TOML) listing the devices.
-    #[arg(long, global = true, value_name = "FILE", env = "DEVBATCH_POOL", help_heading = GLOBAL)]
+    /// Pool file (TOML) listing the devices [env: DEVBATCH_POOL=]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub pool: Option<PathBuf>,
 
     /// Load a plugin library (repeatable); also $DEVBATCH_PLUGIN_PATH (directories or files,
@@ -59,17 +59,42 @@ pub(crate) enum Commands {
     #[command(after_long_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
     /// List the devices of the pool (id, backend, state, labels).
-    #[command(
-        after_long_help = "Examples:\n  devbatch devices\n  devbatch --pool fleet.toml devices --select os=android --output json"
-    )]
+    #[command(after_long_help = DEVICES_HELP)]
     Devices(DevicesArgs),
-    /// List every operation with its parameters, types, defaults and help.
-    #[command(after_long_help = "Examples:\n  devbatch ops\n  devbatch ops --output json")]
+    /// List every operation with its parameters, types, defaults, help and source.
+    #[command(after_long_help = OPS_HELP)]
     Ops(ListArgs),
     /// List the loaded plugins and what they provide.
-    #[command(after_long_help = "Examples:\n  devbatch --plugin ./libdisk_usage.so plugins")]
+    #[command(after_long_help = PLUGINS_HELP)]
     Plugins(ListArgs),
 }
+
+const DEVICES_HELP: &str = "\
+Examples:
+  devbatch devices
+  devbatch --pool fleet.toml devices --select os=android --output json
+
+Exit codes:
+  0    at least one device listed
+  2    usage or configuration error (bad flag, bad pool file, unknown device id)
+  3    no device in the pool or the selection";
+
+const OPS_HELP: &str = "\
+Examples:
+  devbatch ops
+  devbatch --plugin ./libdevbatch_disk_usage.so ops --output json
+
+Exit codes:
+  0    listed
+  2    usage or configuration error (bad flag, bad pool file, plugin that cannot load)";
+
+const PLUGINS_HELP: &str = "\
+Examples:
+  devbatch --plugin ./libdevbatch_disk_usage.so plugins
+
+Exit codes:
+  0    listed (also when no plugin is loaded)
+  2    usage or configuration error (bad flag, bad pool file, plugin that cannot load)";
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -207,7 +232,7 @@ pub(crate) struct ListArgs {
 pub(crate) enum OutputFormat {
     /// A summary for people: failures first, successes grouped by identical result.
     Human,
-    /// Exactly one JSON document: {"<device id>": {"status", "result", "error", ...}}.
+    /// Exactly one JSON document: `{"<device id>": {"status", "result", "error", ...}}`.
     Json,
     /// One JSON line per device as it finishes, then one summary line.
     Jsonl,
@@ -216,7 +241,7 @@ pub(crate) enum OutputFormat {
 /// How the listing commands print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ListFormat {
-    /// A table.
+    /// For people: a table of devices, a list of operations or plugins.
     Human,
     /// JSON.
     Json,

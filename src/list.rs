@@ -9,6 +9,7 @@ use crate::cli::{DevicesArgs, ListArgs, ListFormat};
 use crate::context::Context;
 use crate::error::CliError::Usage;
 use crate::error::{CliError, exit_code};
+use crate::output::{emit, printable};
 
 pub(crate) fn devices(args: &DevicesArgs, ctx: &Context) -> Result<i32, CliError> {
     let selectors = args
@@ -19,8 +20,10 @@ pub(crate) fn devices(args: &DevicesArgs, ctx: &Context) -> Result<i32, CliError
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Usage(e.to_string()))?;
     let mut devices = ctx.pool().select(&selectors);
-    if !args.selection.devices.is_empty() {
-        devices.retain(|d| args.selection.devices.iter().any(|id| id == d.id()));
+    let ids = crate::run::requested_ids(&args.selection)?;
+    if let Some(ids) = &ids {
+        crate::run::check_known(ctx, ids)?;
+        devices.retain(|d| ids.iter().any(|id| id == d.id()));
     }
     let rows: Vec<Value> = devices
         .iter()
@@ -38,11 +41,8 @@ pub(crate) fn devices(args: &DevicesArgs, ctx: &Context) -> Result<i32, CliError
             row
         })
         .collect();
-    match args.output {
-        ListFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).expect("rows serialize")
-        ),
+    let out = match args.output {
+        ListFormat::Json => serde_json::to_string_pretty(&rows).expect("rows serialize") + "\n",
         ListFormat::Human => {
             let table: Vec<[String; 4]> = devices
                 .iter()
@@ -50,27 +50,30 @@ pub(crate) fn devices(args: &DevicesArgs, ctx: &Context) -> Result<i32, CliError
                     let labels = d
                         .labels()
                         .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
+                        .map(|(k, v)| format!("{}={}", printable(k), printable(v)))
                         .collect::<Vec<_>>()
                         .join(",");
                     [
-                        d.id().to_string(),
+                        printable(d.id()).into_owned(),
                         d.backend().to_string(),
                         d.state().as_str().to_string(),
                         labels,
                     ]
                 })
                 .collect();
-            print!(
-                "{}",
-                render_table(["ID", "BACKEND", "STATE", "LABELS"], &table)
-            );
+            let mut out = render_table(["ID", "BACKEND", "STATE", "LABELS"], &table);
             for d in &devices {
                 if let DeviceState::NotReady { state, hint } = d.state() {
-                    println!("note: {} is {state}: {hint}", d.id());
+                    let _ = writeln!(
+                        out,
+                        "note: {} is {state}: {}",
+                        printable(d.id()),
+                        printable(&hint)
+                    );
                 }
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "{} {} from {}",
                 devices.len(),
                 if devices.len() == 1 {
@@ -80,8 +83,10 @@ pub(crate) fn devices(args: &DevicesArgs, ctx: &Context) -> Result<i32, CliError
                 },
                 ctx.pool_source
             );
+            out
         }
-    }
+    };
+    emit(&out)?;
     Ok(if devices.is_empty() {
         exit_code::NO_DEVICES
     } else {
@@ -102,13 +107,12 @@ pub(crate) fn ops(args: &ListArgs, ctx: &Context) -> Result<i32, CliError> {
             "source": source,
         }));
     }
+    let mut out = String::new();
     match args.output {
-        ListFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&entries).expect("ops serialize")
-        ),
+        ListFormat::Json => {
+            out = serde_json::to_string_pretty(&entries).expect("ops serialize") + "\n";
+        }
         ListFormat::Human => {
-            let mut out = String::new();
             for e in &entries {
                 let scope = match e["backend"].as_str() {
                     Some(b) => format!(" (for {b} devices)"),
@@ -122,9 +126,10 @@ pub(crate) fn ops(args: &ListArgs, ctx: &Context) -> Result<i32, CliError> {
                 );
                 let _ = writeln!(
                     out,
-                    "  idempotent: {}, default timeout: {}",
+                    "  idempotent: {}, default timeout: {}, from {}",
                     if e["idempotent"] == true { "yes" } else { "no" },
-                    e["default_timeout"].as_str().unwrap_or_default()
+                    e["default_timeout"].as_str().unwrap_or_default(),
+                    e["source"].as_str().unwrap_or_default()
                 );
                 for p in e["params"].as_array().into_iter().flatten() {
                     let required = if p["required"] == true {
@@ -143,35 +148,40 @@ pub(crate) fn ops(args: &ListArgs, ctx: &Context) -> Result<i32, CliError> {
                     );
                 }
             }
-            print!("{out}");
         }
     }
+    emit(&out)?;
     Ok(exit_code::SUCCESS)
 }
 
 pub(crate) fn plugins(args: &ListArgs, ctx: &Context) -> Result<i32, CliError> {
+    let mut out = String::new();
     match args.output {
-        ListFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&ctx.plugins).expect("plugins serialize")
-        ),
+        ListFormat::Json => {
+            out = serde_json::to_string_pretty(&ctx.plugins).expect("plugins serialize") + "\n";
+        }
         ListFormat::Human if ctx.plugins.is_empty() => {
-            println!(
-                "no plugins loaded (use --plugin PATH, $DEVBATCH_PLUGIN_PATH or plugins = [...] in the pool file)"
-            )
+            out = "no plugins loaded (use --plugin PATH, $DEVBATCH_PLUGIN_PATH or plugins = [...] in the pool file)\n".into();
         }
         ListFormat::Human => {
             for p in &ctx.plugins {
-                println!("{} {} ({})", p.name, p.version, p.path.display());
+                let _ = writeln!(
+                    out,
+                    "{} {} ({})",
+                    printable(&p.name),
+                    printable(&p.version),
+                    p.path.display()
+                );
                 if !p.operations.is_empty() {
-                    println!("  operations: {}", p.operations.join(", "));
+                    let _ = writeln!(out, "  operations: {}", p.operations.join(", "));
                 }
                 if !p.backends.is_empty() {
-                    println!("  backends: {}", p.backends.join(", "));
+                    let _ = writeln!(out, "  backends: {}", p.backends.join(", "));
                 }
             }
         }
     }
+    emit(&out)?;
     Ok(exit_code::SUCCESS)
 }
 
@@ -186,10 +196,11 @@ fn render_table(header: [&str; 4], rows: &[[String; 4]]) -> String {
     let line = |cells: [&str; 4], out: &mut String| {
         let mut l = String::new();
         for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
-            if i == 3 {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ");
+            l.push_str(c);
+            if i < 3 {
+                // Padded by hand: a format width cannot exceed 65,535.
+                let pad = w - c.chars().count() + 2;
+                l.extend(std::iter::repeat_n(' ', pad));
             }
         }
         let _ = writeln!(out, "{}", l.trim_end());

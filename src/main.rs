@@ -7,6 +7,7 @@ mod cli;
 mod context;
 mod error;
 mod list;
+mod output;
 mod pool_file;
 mod report;
 mod run;
@@ -25,6 +26,7 @@ use crate::cli::{Cli, Commands};
 fn main() {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
+    report_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,6 +78,32 @@ fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+}
+
+/// A panic inside an operation or backend is caught by the engine and reported as that
+/// device's `panicked` outcome, so it is only logged (`-vv`). A panic of the CLI itself is a
+/// bug: one line saying so, where it happened.
+fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if std::thread::current().name() == Some("main") {
+            eprintln!(
+                "error: internal error (a bug in devbatch, please report it): {message} at {location}"
+            );
+        } else {
+            tracing::debug!(%location, "a device task panicked: {message}");
+        }
+    }));
 }

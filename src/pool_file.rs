@@ -305,6 +305,10 @@ pub(crate) fn find(given: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = given {
         return Some(p.to_path_buf());
     }
+    // An empty $DEVBATCH_POOL counts as unset.
+    if let Some(p) = std::env::var_os("DEVBATCH_POOL").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
     let local = PathBuf::from("devbatch.toml");
     if local.is_file() {
         return Some(local);

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use devbatch_core::{BatchResult, BatchSummary, DeviceOutcome};
+
+use crate::output::printable;
 use serde_json::{Value, json};
 
 /// Most ids printed for one group before "and N more".
@@ -26,7 +28,7 @@ fn result_line(result: &Value) -> String {
         Value::Null => "(no result)".to_string(),
         other => other.to_string(),
     };
-    let text = text.replace('\n', " \u{23ce} ");
+    let text = printable(&text.replace('\n', " \u{23ce} ")).into_owned();
     if text.is_empty() {
         "(empty output)".to_string()
     } else if text.chars().count() > 160 {
@@ -40,7 +42,7 @@ fn id_list(ids: &[&str]) -> String {
     let mut s = ids
         .iter()
         .take(IDS_SHOWN)
-        .copied()
+        .map(|id| printable(id))
         .collect::<Vec<_>>()
         .join(", ");
     if ids.len() > IDS_SHOWN {
@@ -79,8 +81,9 @@ pub(crate) fn human(result: &BatchResult, operation: &str) -> String {
         let mut groups: Vec<_> = failures.into_iter().collect();
         groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then_with(|| a.0.cmp(&b.0)));
         for ((kind, error), ids) in groups {
+            let error = printable(&error);
             if ids.len() == 1 {
-                let _ = writeln!(out, "  {} [{kind}] {error}", ids[0]);
+                let _ = writeln!(out, "  {} [{kind}] {error}", printable(ids[0]));
             } else {
                 let _ = writeln!(
                     out,
@@ -126,6 +129,9 @@ pub(crate) fn jsonl_summary(summary: &BatchSummary, interrupted: bool) -> String
     json!({"summary": summary, "interrupted": interrupted}).to_string()
 }
 
+/// Text for XML 1.0 content and attribute values. Characters XML cannot carry at all (most
+/// control characters, U+FFFE, U+FFFF) become U+FFFD; line breaks and tabs are written as
+/// character references, so that attribute values keep them too.
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -135,8 +141,10 @@ fn xml_escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            // XML 1.0 cannot carry most control characters at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => out.push('\u{fffd}'),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' => out.push_str("&#9;"),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
             c => out.push(c),
         }
     }
@@ -178,7 +186,11 @@ pub(crate) fn junit(result: &BatchResult, operation: &str) -> String {
                 out,
                 ">\n      <failure type=\"{kind}\" message=\"{}\">{}</failure>\n    </testcase>",
                 xml_escape(o.error.as_deref().unwrap_or_default()),
-                xml_escape(&serde_json::to_string_pretty(&o.result).unwrap_or_default())
+                if o.result.is_null() {
+                    String::new()
+                } else {
+                    xml_escape(&serde_json::to_string_pretty(&o.result).unwrap_or_default())
+                }
             );
         }
     }
@@ -209,6 +221,10 @@ mod tests {
         assert_eq!(
             xml_escape("<a href=\"x\">&'\u{1}"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&apos;\u{fffd}"
+        );
+        assert_eq!(
+            xml_escape("line 1\nline 2\t\u{fffe}\u{ffff}\u{1b}é"),
+            "line 1&#10;line 2&#9;\u{fffd}\u{fffd}\u{fffd}é"
         );
     }
 }

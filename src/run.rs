@@ -16,7 +16,11 @@ use serde_json::{Map, Value};
 use crate::cli::{OutputFormat, RunArgs, Selection};
 use crate::context::Context;
 use crate::error::{CliError, exit_code};
+use crate::output::{self, ReportFile};
 use crate::report;
+
+/// How long the end of a run waits for backends to clean up (see `BatchOperationManager::shutdown`).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32, CliError> {
     if !ctx.registry().has_operation(&args.operation) {
@@ -31,6 +35,9 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
     let params = build_params(&args, &text_params(ctx.registry(), &args.operation))?;
     let ids = select_devices(&ctx, &args.selection, args.rerun_failed.as_deref())?;
     let options = build_options(&args, &ctx)?;
+    // Report paths are checked now: a bad one must fail before any device is touched.
+    let report_file = args.report.as_deref().map(ReportFile::check).transpose()?;
+    let junit_file = args.junit.as_deref().map(ReportFile::check).transpose()?;
 
     // Ctrl-C: the first cancels the batch (a complete report still follows), a second exits.
     let cancel = CancelHandle::new();
@@ -62,6 +69,16 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
             if let Some(p) = &progress {
                 p.on_event(event);
             }
+            if let BatchEvent::Finished { device_id, outcome } = event {
+                tracing::debug!(
+                    device = %output::printable(device_id),
+                    status = if outcome.is_success() { "success" } else { "error" },
+                    attempts = outcome.attempts,
+                    elapsed_ms = outcome.elapsed_ms,
+                    error = outcome.error.as_deref().map(output::printable).unwrap_or_default().as_ref(),
+                    "device finished"
+                );
+            }
             if stream_lines && let BatchEvent::Finished { device_id, outcome } = event {
                 let line = report::jsonl_line(device_id, outcome);
                 let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
@@ -71,6 +88,14 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
         }));
     }
 
+    tracing::info!(
+        operation = %args.operation,
+        devices = ids.len(),
+        concurrency = options.concurrency,
+        timeout = ?options.timeout,
+        pool = %ctx.pool_source,
+        "batch starting"
+    );
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let keep_results =
         args.output != OutputFormat::Jsonl || args.report.is_some() || args.junit.is_some();
@@ -92,31 +117,34 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
         p.finish();
     }
     let interrupted = interrupted.load(Ordering::SeqCst);
+    tracing::info!(%summary, interrupted, "batch finished");
 
-    match (args.output, &result) {
-        (OutputFormat::Human, Some(r)) => print!("{}", report::human(r, &args.operation)),
-        (OutputFormat::Json, Some(r)) => {
-            let doc = serde_json::to_string_pretty(r).expect("results always serialize");
-            let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(out, "{doc}");
-        }
-        _ => {
-            let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(out, "{}", report::jsonl_summary(&summary, interrupted));
-        }
-    }
+    // Files first: a closed stdout must not lose them.
     if let Some(r) = &result {
-        if let Some(path) = &args.report {
-            write_file(
-                path,
+        if let Some(file) = &report_file {
+            file.write(
                 &(serde_json::to_string_pretty(r).expect("results always serialize") + "\n"),
             )?;
         }
-        if let Some(path) = &args.junit {
-            write_file(path, &report::junit(r, &args.operation))?;
+        if let Some(file) = &junit_file {
+            file.write(&report::junit(r, &args.operation))?;
         }
     }
-    let _ = std::io::stdout().flush();
+    let text = match (args.output, &result) {
+        (OutputFormat::Human, Some(r)) => report::human(r, &args.operation),
+        (OutputFormat::Json, Some(r)) => {
+            serde_json::to_string_pretty(r).expect("results always serialize") + "\n"
+        }
+        _ => report::jsonl_summary(&summary, interrupted) + "\n",
+    };
+    {
+        // Hold the lock the JSON-lines observer used, in case a device task still runs.
+        let _lines = stdout.lock().unwrap_or_else(|p| p.into_inner());
+        output::emit(&text)?;
+    }
+    // Let backends finish their clean-up (SSH kills the remote processes of commands that
+    // timed out or were cancelled) before the process exits; bounded, a second Ctrl-C exits.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, ctx.manager().shutdown()).await;
     Ok(if interrupted {
         exit_code::INTERRUPTED
     } else if summary.all_succeeded() {
@@ -124,18 +152,6 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
     } else {
         exit_code::DEVICE_FAILED
     })
-}
-
-/// Writes a file whole: to a temporary name beside it, then renamed.
-fn write_file(path: &Path, text: &str) -> Result<(), CliError> {
-    let file_error = |source| CliError::File {
-        context: "cannot write",
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("devbatch-tmp");
-    std::fs::write(&tmp, text).map_err(file_error)?;
-    std::fs::rename(&tmp, path).map_err(file_error)
 }
 
 /// The parameters of `operation` that every implementation declares as strings: for those,
@@ -164,8 +180,8 @@ fn text_params(registry: &Registry, operation: &str) -> HashSet<&'static str> {
 }
 
 /// `--params-json`, then `--param` and `--param-str` on top. A `--param` value is JSON when it
-/// parses as JSON, except for parameters declared as strings (`text_params`), which take the
-/// value as written (a quoted JSON string is unquoted).
+/// parses as JSON, except for parameters declared as strings (`text_params`), which always
+/// take the value exactly as written.
 fn build_params(args: &RunArgs, text_params: &HashSet<&'static str>) -> Result<Value, CliError> {
     let mut params = Map::new();
     if let Some(raw) = &args.params_json {
@@ -194,11 +210,10 @@ fn build_params(args: &RunArgs, text_params: &HashSet<&'static str>) -> Result<V
     }
     for raw in &args.params {
         let (k, v) = split_param("--param", raw)?;
-        let value = match serde_json::from_str(v) {
-            Ok(Value::String(s)) => Value::String(s),
-            Ok(_) if text_params.contains(k) => Value::String(v.to_string()),
-            Ok(json) => json,
-            Err(_) => Value::String(v.to_string()),
+        let value = if text_params.contains(k) {
+            Value::String(v.to_string())
+        } else {
+            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))
         };
         params.insert(k.to_string(), value);
     }
@@ -226,6 +241,39 @@ fn split_param<'a>(flag: &str, raw: &'a str) -> Result<(&'a str, &'a str), CliEr
         _ => Err(CliError::Usage(format!(
             "{flag} {raw:?}: expected KEY=VALUE, for example cmd='uname -a'"
         ))),
+    }
+}
+
+/// The ids `--devices` names (comma-separated, repeatable), or `None` when it is not given.
+pub(crate) fn requested_ids(selection: &Selection) -> Result<Option<Vec<String>>, CliError> {
+    if selection.devices.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<String> = selection
+        .devices
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return Err(CliError::Usage(
+            "--devices: no device id given (expected ID[,ID...])".into(),
+        ));
+    }
+    Ok(Some(ids))
+}
+
+/// Fails naming every id the pool does not hold.
+pub(crate) fn check_known(ctx: &Context, ids: &[String]) -> Result<(), CliError> {
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| ctx.pool().get_device(id).is_none())
+        .cloned()
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(devbatch_core::BatchError::Device(DeviceError::NotFound { ids: unknown }).into())
     }
 }
 
@@ -260,6 +308,12 @@ pub(crate) fn select_devices(
                 .into_iter()
                 .map(str::to_string)
                 .collect();
+            if report.is_empty() {
+                return Err(CliError::NoDevices(format!(
+                    "no device selected: {} holds no device",
+                    path.display()
+                )));
+            }
             if failed.is_empty() {
                 return Err(CliError::NoDevices(format!(
                     "no device selected: every device in {} succeeded",
@@ -268,27 +322,10 @@ pub(crate) fn select_devices(
             }
             Some(failed)
         }
-        None if !selection.devices.is_empty() => Some(
-            selection
-                .devices
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-        ),
-        None => None,
+        None => requested_ids(selection)?,
     };
     if let Some(ids) = &requested {
-        let unknown: Vec<String> = ids
-            .iter()
-            .filter(|id| ctx.pool().get_device(id).is_none())
-            .cloned()
-            .collect();
-        if !unknown.is_empty() {
-            return Err(
-                devbatch_core::BatchError::Device(DeviceError::NotFound { ids: unknown }).into(),
-            );
-        }
+        check_known(ctx, ids)?;
     }
     let chosen: Vec<String> = match requested {
         Some(ids) => ids

@@ -847,3 +847,249 @@ fn example_pool_files_that_need_no_server_work() {
     assert_eq!(local.code(), 0, "{}", local.stderr());
     assert_eq!(local.json()["scratch"]["result"]["stdout"], "/tmp\n");
 }
+
+#[test]
+fn report_paths_are_checked_before_any_device_is_touched() {
+    let dir = Dir::new();
+    let marker = dir.join("ran");
+    let cmd = format!("cmd=touch '{}'", marker.display());
+    for (flag, path) in [
+        ("--report", "/nonexistent/dir/r.json"),
+        ("--junit", "/nonexistent/dir/j.xml"),
+    ] {
+        let run = dir.run(&["run", "shell", "--param", &cmd, flag, path]);
+        let err = run.one_line_error(2);
+        assert!(
+            err.starts_with(&format!("error: cannot write {path}: ")),
+            "{err}"
+        );
+        assert!(
+            !marker.exists(),
+            "the command ran before {flag} was checked"
+        );
+    }
+    // A report path that is a symlink is written through, not replaced.
+    let target = dir.write("kept.json", "old");
+    let link = dir.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let run = dir.run(&[
+        "run",
+        "shell",
+        "--param",
+        "cmd=true",
+        "-q",
+        "--report",
+        link.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
+    assert_eq!(doc["local"]["status"], "success");
+}
+
+/// `devbatch ... | head -1`: the reader goes away; no panic, the exit code still tells the
+/// outcome, and the report file is complete.
+#[test]
+fn a_closed_stdout_loses_nothing_and_panics_nowhere() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        "[[devices]]\nbackend = \"mock\"\nid = \"m\"\ncount = 3000\n[devices.ops.info]\nresult = \"ok\"\n",
+    );
+    let report = dir.join("r.json");
+    for args in [
+        vec!["run", "info", "--report", report.to_str().unwrap()],
+        vec!["devices"],
+        vec!["ops"],
+    ] {
+        let _ = std::fs::remove_file(&report);
+        let mut child = dir
+            .command()
+            .args(["--pool", pool.to_str().unwrap()])
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        if args[0] == "run" {
+            let doc: Value =
+                serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+            assert_eq!(doc.as_object().unwrap().len(), 3000);
+        }
+    }
+}
+
+#[test]
+fn device_text_cannot_drive_the_terminal_and_panics_stay_in_the_report() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        r#"
+[[devices]]
+backend = "mock"
+id = "evil"
+labels = { note = "a\u001b]0;owned\u0007b" }
+[devices.ops.info]
+error = { kind = "failed", message = "line one\nline two \u001b[31mred\u0000" }
+
+[[devices]]
+backend = "mock"
+id = "crashy"
+[devices.ops.info]
+panic = "boom"
+"#,
+    );
+    let pool = pool.to_str().unwrap();
+    let run = dir.run(&["--pool", pool, "run", "info"]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    let out = run.stdout();
+    assert!(!out.contains('\u{1b}') && !out.contains('\0'), "{out:?}");
+    assert!(
+        out.contains("evil [failed] line one\\nline two \\u{1b}[31mred\\u{0}"),
+        "{out}"
+    );
+    assert!(out.contains("crashy [panicked] "), "{out}");
+    // The engine reported the panic; the panic message is not printed over the report.
+    assert!(!run.stderr().contains("panicked at"), "{}", run.stderr());
+    let devices = dir.run(&["--pool", pool, "devices"]);
+    assert_eq!(devices.code(), 0, "{}", devices.stderr());
+    assert!(
+        devices.stdout().contains("note=a\\u{1b}]0;owned\\u{7}b"),
+        "{}",
+        devices.stdout()
+    );
+    // Logs to a file or pipe carry no colour codes.
+    let verbose = dir.run(&["--pool", pool, "-vv", "run", "info", "-d", "crashy"]);
+    assert!(verbose.stderr().contains("DEBUG"), "{}", verbose.stderr());
+    assert!(
+        !verbose.stderr().contains('\u{1b}'),
+        "{:?}",
+        verbose.stderr()
+    );
+}
+
+#[test]
+fn device_selection_mistakes_are_usage_errors() {
+    let dir = Dir::new();
+    let pool = dir.write(
+        "fleet.toml",
+        "[[devices]]\nbackend = \"mock\"\nid = \"m\"\ncount = 2\n",
+    );
+    let pool = pool.to_str().unwrap();
+    let err = dir
+        .run(&["--pool", pool, "run", "info", "-d", " , "])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        "error: --devices: no device id given (expected ID[,ID...])"
+    );
+    let err = dir
+        .run(&["--pool", pool, "devices", "-d", "m-001,nosuch"])
+        .one_line_error(2);
+    assert!(err.contains("nosuch"), "{err}");
+    let listed = dir.run(&["--pool", pool, "devices", "-d", "m-002", "-o", "json"]);
+    assert_eq!(listed.code(), 0);
+    assert_eq!(listed.json().as_array().unwrap().len(), 1);
+    // An empty $DEVBATCH_POOL is unset: the embedded default pool is used.
+    let run = dir
+        .command()
+        .env("DEVBATCH_POOL", "")
+        .args(["devices", "-o", "json"])
+        .output()
+        .unwrap();
+    let run = Run(run);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert_eq!(run.json()[0]["id"], "local");
+}
+
+#[path = "../crates/devbatch-ssh/tests/common/mod.rs"]
+mod sshd;
+
+/// A command that outlives its timeout, or a Ctrl-C, on an SSH device: by the time
+/// `devbatch` has exited, the remote process is gone.
+#[test]
+fn remote_processes_do_not_outlive_the_cli_run() {
+    let server = sshd::Sshd::start(sshd::SshdOptions {
+        addrs: vec!["127.0.0.93".into()],
+        ..Default::default()
+    });
+    let dir = Dir::new();
+    let mut entry = toml::Table::new();
+    entry.insert("backend".into(), "ssh".into());
+    entry.insert("id".into(), "board".into());
+    for (k, v) in server.settings("127.0.0.93") {
+        entry.insert(k, toml::Value::try_from(v).unwrap());
+    }
+    let mut pool = toml::Table::new();
+    pool.insert(
+        "devices".into(),
+        toml::Value::Array(vec![toml::Value::Table(entry)]),
+    );
+    let pool = dir.write("fleet.toml", &toml::to_string(&pool).unwrap());
+    let pidfile = dir.join("pid");
+    let cmd = format!("cmd=echo $$ > '{}'; sleep 300", pidfile.display());
+    let read_pid = || -> u32 {
+        let text = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        text.trim().parse().unwrap_or(0)
+    };
+
+    let run = dir.run(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "shell",
+        "--param",
+        &cmd,
+        "--timeout",
+        "2s",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code(), 1, "{}", run.stderr());
+    assert_eq!(run.json()["board"]["error_kind"], "timeout");
+    let pid = read_pid();
+    assert!(pid > 0, "the command did not start");
+    assert!(
+        !sshd::alive(pid),
+        "the remote command (pid {pid}) outlived the run that timed it out"
+    );
+
+    std::fs::remove_file(&pidfile).unwrap();
+    let child = dir
+        .command()
+        .args([
+            "--pool",
+            pool.to_str().unwrap(),
+            "run",
+            "shell",
+            "--param",
+            &cmd,
+        ])
+        .args(["-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while read_pid() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(20), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let pid = read_pid();
+    assert!(
+        !sshd::alive(pid),
+        "the remote command (pid {pid}) outlived the interrupted run"
+    );
+}

@@ -1,0 +1,168 @@
+//! Where the CLI's output goes: stdout that may be closed early (`| head`), text from devices
+//! made safe for a terminal, and report files checked before the batch runs.
+
+use std::borrow::Cow;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::CliError;
+
+/// `text` with its control characters written as escapes (`\n`, `\u{1b}`), so that what a
+/// device printed cannot move the cursor, recolour the terminal or break the layout.
+pub(crate) fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Writes `text` to stdout. A reader that went away (`devbatch ... | head -1`) is not an
+/// error: the rest of the output has nowhere to go, and the exit code still tells the outcome.
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(CliError::File {
+            context: "cannot write to",
+            path: PathBuf::from("standard output"),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A file a report is written to (`--report`, `--junit`), checked before the batch runs so
+/// that a bad path fails before any device is touched.
+#[derive(Debug)]
+pub(crate) struct ReportFile {
+    path: PathBuf,
+    /// Written in place rather than replaced: a symlink (written through) or a special file
+    /// such as `/dev/stdout` or a pipe.
+    in_place: bool,
+}
+
+impl ReportFile {
+    /// Checks that `path` can be written: an existing file must be writable and not a
+    /// folder; a new file's folder must exist and take a new file.
+    pub(crate) fn check(path: &Path) -> Result<ReportFile, CliError> {
+        let error = |source| CliError::File {
+            context: "cannot write",
+            path: path.to_path_buf(),
+            source,
+        };
+        let link = std::fs::symlink_metadata(path);
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => Err(error(std::io::Error::new(
+                ErrorKind::IsADirectory,
+                "it is a folder",
+            ))),
+            Ok(meta) => {
+                let in_place = !meta.is_file() || link.is_ok_and(|l| l.file_type().is_symlink());
+                if meta.is_file() {
+                    // Opened without truncating: only whether it may be written is asked.
+                    OpenOptions::new().write(true).open(path).map_err(error)?;
+                }
+                Ok(ReportFile {
+                    path: path.to_path_buf(),
+                    in_place,
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let file = ReportFile {
+                    path: path.to_path_buf(),
+                    in_place: false,
+                };
+                // Create and remove the temporary file now: the folder exists and is writable.
+                let tmp = file.temporary();
+                std::fs::write(&tmp, b"").map_err(error)?;
+                let _ = std::fs::remove_file(&tmp);
+                Ok(file)
+            }
+            Err(e) => Err(error(e)),
+        }
+    }
+
+    /// The name a new report is written under before it is renamed into place.
+    fn temporary(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".devbatch-tmp");
+        self.path.with_file_name(name)
+    }
+
+    /// Writes `text` whole: a regular file through a temporary name and a rename, so that a
+    /// reader never sees half a report; a symlink or special file in place.
+    pub(crate) fn write(&self, text: &str) -> Result<(), CliError> {
+        let error = |source| CliError::File {
+            context: "cannot write",
+            path: self.path.clone(),
+            source,
+        };
+        if self.in_place {
+            return std::fs::write(&self.path, text).map_err(error);
+        }
+        let tmp = self.temporary();
+        std::fs::write(&tmp, text).map_err(error)?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            error(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain text, ünïcode"), "plain text, ünïcode");
+        assert_eq!(
+            printable("a\nb\u{1b}[31mred\0\u{7f}"),
+            "a\\nb\\u{1b}[31mred\\u{0}\\u{7f}"
+        );
+    }
+
+    #[test]
+    fn report_paths_are_checked_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing_dir = dir.path().join("nope/report.json");
+        let e = ReportFile::check(&missing_dir).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot write {}: ", missing_dir.display())),
+            "{e}"
+        );
+        let e = ReportFile::check(dir.path()).unwrap_err().to_string();
+        assert!(e.ends_with(": it is a folder"), "{e}");
+        // A new file: nothing is left behind by the check, the write creates it.
+        let new = dir.path().join("r.json");
+        let file = ReportFile::check(&new).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        file.write("{}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn symlinks_are_written_through_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.json");
+        std::fs::write(&target, "old").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        ReportFile::check(&link).unwrap().write("new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+    }
+}
