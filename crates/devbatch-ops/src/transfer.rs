@@ -170,24 +170,31 @@ fn non_empty(operation: &str, param: &str, params: &Params) -> Result<(), Operat
     Ok(())
 }
 
-/// A device id made safe as one path component: `/`, NUL and leading dots cannot escape or
-/// hide the per-device folder.
+/// A device id made safe as one path component, one-to-one: two different ids never share a
+/// folder, so one device's pull cannot overwrite another's.
+///
+/// Plain ids (`web1`, `127.0.0.1:5555`, `emulator-5554`, `user@host`) stay as they are.
+/// Percent-encoded (`%XX` per UTF-8 byte) are `%` itself, `/` and `\` (separators), control
+/// characters, and a leading `.` (so no id becomes `.`, `..` or a hidden name); the empty id
+/// becomes `%`. Since every `%` of an id is encoded, the mapping can be undone, hence is
+/// injective: `a/b` gives `a%2Fb` while `a_b` stays `a_b`.
 pub fn device_path_component(id: &str) -> String {
-    let cleaned: String = id
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c == '\0' {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    match cleaned.trim_start_matches('.') {
-        "" => format!("_{cleaned}"),
-        _ if cleaned.starts_with('.') => format!("_{cleaned}"),
-        _ => cleaned,
+    if id.is_empty() {
+        return "%".to_string();
     }
+    let mut out = String::with_capacity(id.len());
+    for (i, c) in id.char_indices() {
+        let encode = matches!(c, '%' | '/' | '\\') || c.is_control() || (i == 0 && c == '.');
+        if encode {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Where a pull from `device_id` goes: the template with `{device}` filled in; a template
@@ -223,9 +230,56 @@ mod tests {
         );
         assert_eq!(
             local_destination("p/{device}/", "../../etc", "/x"),
-            PathBuf::from("p/_.._.._etc/x")
+            PathBuf::from("p/%2E.%2F..%2Fetc/x")
         );
-        assert_eq!(device_path_component(".."), "_..");
-        assert_eq!(device_path_component("a/b"), "a_b");
+        assert_eq!(device_path_component(".."), "%2E.");
+        assert_eq!(device_path_component("."), "%2E");
+        assert_eq!(device_path_component(".hidden"), "%2Ehidden");
+        assert_eq!(device_path_component("a/b"), "a%2Fb");
+        assert_eq!(device_path_component("a\\b"), "a%5Cb");
+        assert_eq!(device_path_component("a%2Fb"), "a%252Fb");
+        assert_eq!(device_path_component("a\0b\n"), "a%00b%0A");
+        assert_eq!(device_path_component(""), "%");
+    }
+
+    #[test]
+    fn device_folders_are_one_to_one() {
+        for plain in [
+            "web1",
+            "127.0.0.1:5555",
+            "emulator-5554",
+            "root@host.example",
+            "a_b",
+            "a.b",
+            "phone-001",
+            "ünïcode",
+        ] {
+            assert_eq!(
+                device_path_component(plain),
+                plain,
+                "plain ids are unchanged"
+            );
+        }
+        let ids = [
+            "a/b", "a_b", "a%2Fb", "a\\b", "a%5Cb", "..", "_..", "%2E.", ".", "_.", "", "%", "_",
+            "a\0b", "a%00b", ".a", "%2Ea",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for id in ids {
+            let folder = device_path_component(id);
+            assert!(!folder.is_empty() && folder != "." && folder != "..");
+            assert!(!folder.starts_with('.') && !folder.contains('/') && !folder.contains('\0'));
+            if let Some(other) = seen.insert(folder.clone(), id) {
+                panic!("{id:?} and {other:?} share the folder {folder:?}");
+            }
+        }
+        assert_ne!(
+            local_destination("pulled/{device}/", "a/b", "/sdcard/f.txt"),
+            local_destination("pulled/{device}/", "a_b", "/sdcard/f.txt"),
+        );
+        assert_eq!(
+            local_destination("pulled/{device}/", "a/b", "/sdcard/f.txt"),
+            PathBuf::from("pulled/a%2Fb/f.txt")
+        );
     }
 }
