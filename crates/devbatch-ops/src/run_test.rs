@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use devbatch_core::{
-    Capability, Command, Device, DeviceError, Operation, OperationContext, OperationFailure,
-    ParamSpec, ParamType, Params,
+    Capability, Command, Device, DeviceError, Operation, OperationContext, OperationError,
+    OperationFailure, ParamSpec, ParamType, Params,
 };
 use serde_json::{Value, json};
 
 use crate::output::bytes_field;
+use crate::shell::no_nul;
 
 /// Runs a test command (`cmd`) and reports `{test_name, passed, exit_code, duration_ms, stdout,
 /// stderr}`; the device fails when the test fails, keeping the report as its partial result.
@@ -55,6 +56,19 @@ impl Operation for RunTestOperation {
         &[Capability::Exec]
     }
 
+    fn validate(&self, params: &Params) -> Result<(), OperationError> {
+        let cmd = params.str("cmd").unwrap_or_default();
+        if cmd.trim().is_empty() {
+            return Err(OperationError::InvalidParam {
+                operation: "run_test".into(),
+                param: "cmd".into(),
+                expected: "a non-empty command line".into(),
+                got: "an empty string".into(),
+            });
+        }
+        no_nul("run_test", "cmd", cmd)
+    }
+
     async fn execute(
         &self,
         device: &dyn Device,
@@ -87,5 +101,32 @@ impl Operation for RunTestOperation {
             ));
             Err(OperationFailure::with_partial(err, report))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devbatch_core::validate_params;
+
+    fn check(params: Value) -> Result<(), OperationError> {
+        let op = RunTestOperation;
+        let p = validate_params("run_test", &op.params(), &params)?;
+        op.validate(&p)
+    }
+
+    #[test]
+    fn an_empty_or_nul_command_is_refused_like_shell_does() {
+        for empty in ["", "  \t"] {
+            assert_eq!(
+                check(json!({"cmd": empty})).unwrap_err().to_string(),
+                "parameter 'cmd' of operation 'run_test' must be a non-empty command line, got an empty string"
+            );
+        }
+        assert_eq!(
+            check(json!({"cmd": "true\u{0}"})).unwrap_err().to_string(),
+            "parameter 'cmd' of operation 'run_test' must be text without NUL bytes, got a NUL byte at byte 4"
+        );
+        check(json!({"cmd": "true", "test_name": "smoke"})).unwrap();
     }
 }

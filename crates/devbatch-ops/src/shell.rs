@@ -92,7 +92,11 @@ impl Operation for ShellOperation {
                 expected: "a non-empty list (the program first)".into(),
                 got: "an empty list".into(),
             }),
-            _ => Ok(()),
+            (Some(cmd), None) => no_nul("shell", "cmd", cmd),
+            (None, Some(args)) => args
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, arg)| no_nul("shell", &format!("args[{i}]"), arg)),
         }
     }
 
@@ -128,5 +132,58 @@ impl Operation for ShellOperation {
             DeviceError::Failed(message),
             result,
         ))
+    }
+}
+
+/// Refuses a command-line parameter with a NUL byte: no program can receive one (the OS takes
+/// NUL as the end of an argument), so it would fail on every device as an I/O error.
+pub(crate) fn no_nul(operation: &str, param: &str, value: &str) -> Result<(), OperationError> {
+    match value.find('\0') {
+        None => Ok(()),
+        Some(at) => Err(OperationError::InvalidParam {
+            operation: operation.into(),
+            param: param.into(),
+            expected: "text without NUL bytes".into(),
+            got: format!("a NUL byte at byte {at}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devbatch_core::validate_params;
+    use serde_json::json;
+
+    fn check(params: serde_json::Value) -> Result<(), OperationError> {
+        let op = ShellOperation;
+        let p = validate_params("shell", &op.params(), &params)?;
+        op.validate(&p)
+    }
+
+    #[test]
+    fn nul_bytes_in_cmd_or_args_are_refused_before_anything_runs() {
+        assert_eq!(
+            check(json!({"cmd": "echo a\u{0}b"}))
+                .unwrap_err()
+                .to_string(),
+            "parameter 'cmd' of operation 'shell' must be text without NUL bytes, got a NUL byte at byte 6"
+        );
+        assert_eq!(
+            check(json!({"args": ["echo", "ok", "\u{0}"]}))
+                .unwrap_err()
+                .to_string(),
+            "parameter 'args[2]' of operation 'shell' must be text without NUL bytes, got a NUL byte at byte 0"
+        );
+        check(json!({"cmd": "echo ok", "stdin": "a\u{0}b"})).expect("stdin is bytes");
+        check(json!({"args": ["printf", "%s", "x"]})).unwrap();
+    }
+
+    #[test]
+    fn an_empty_command_is_refused() {
+        assert_eq!(
+            check(json!({"cmd": " "})).unwrap_err().to_string(),
+            "parameter 'cmd' of operation 'shell' must be a non-empty command line, got an empty string"
+        );
     }
 }
