@@ -1,6 +1,6 @@
 //! File and directory copies that never leave a partial file under the final name.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use devbatch_core::{DeviceError, TransferStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,6 +28,7 @@ pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferSt
         .map_err(|e| DeviceError::io(format!("read {}", src.display()), e))?;
     let mut stats = TransferStats::default();
     if meta.is_dir() {
+        refuse_copy_into_itself(src, dst).await?;
         let mut stack = vec![(src.to_path_buf(), dst.to_path_buf())];
         while let Some((from, to)) = stack.pop() {
             tokio::fs::create_dir_all(&to)
@@ -59,6 +60,59 @@ pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferSt
         stats.files = 1;
     }
     Ok(stats)
+}
+
+/// Refuses to copy the directory `src` to `dst` when `dst` is `src` or inside it: the copy
+/// would find its own output while walking and recurse until the names got too long.
+/// Both paths are compared resolved (symbolic links, `..`, relative paths), `dst` as far as it
+/// exists.
+async fn refuse_copy_into_itself(src: &Path, dst: &Path) -> Result<(), DeviceError> {
+    let from = tokio::fs::canonicalize(src)
+        .await
+        .map_err(|e| DeviceError::io(format!("resolve {}", src.display()), e))?;
+    if let Some(to) = resolve_existing_prefix(dst).await
+        && to.starts_with(&from)
+    {
+        return Err(DeviceError::InvalidInput(format!(
+            "cannot copy the directory {} to {}, which is {}",
+            src.display(),
+            dst.display(),
+            if to == from {
+                "the directory itself"
+            } else {
+                "inside it"
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// `path` made absolute with its longest existing prefix resolved (symbolic links included)
+/// and the rest, which does not exist yet, applied lexically. `None` if nothing resolves.
+async fn resolve_existing_prefix(path: &Path) -> Option<PathBuf> {
+    let components: Vec<Component<'_>> = path.components().collect();
+    for existing in (0..=components.len()).rev() {
+        let prefix: PathBuf = components[..existing].iter().collect();
+        let probe = if prefix.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            prefix
+        };
+        let Ok(mut resolved) = tokio::fs::canonicalize(&probe).await else {
+            continue;
+        };
+        for component in &components[existing..] {
+            match component {
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(name) => resolved.push(name),
+                Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            }
+        }
+        return Some(resolved);
+    }
+    None
 }
 
 async fn copy_file(src: &Path, dst: &Path) -> Result<u64, DeviceError> {
@@ -111,4 +165,84 @@ async fn copy_file(src: &Path, dst: &Path) -> Result<u64, DeviceError> {
         .map_err(|e| DeviceError::io(format!("rename to {}", dst.display()), e))?;
     guard.armed = false;
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devbatch_core::ErrorKind;
+
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("rec/sub")).unwrap();
+        std::fs::write(dir.path().join("rec/a.txt"), "a").unwrap();
+        std::fs::write(dir.path().join("rec/sub/b.txt"), "b").unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_directory_is_never_copied_into_itself() {
+        let dir = tree();
+        let rec = dir.path().join("rec");
+        let cases = [
+            (rec.join("inner"), "inside it"),
+            (rec.join("sub/deeper/x"), "inside it"),
+            (rec.clone(), "the directory itself"),
+            (rec.join("sub/.."), "the directory itself"),
+            (dir.path().join("rec/./new/../inner"), "inside it"),
+        ];
+        for (dst, what) in cases {
+            let err = copy_atomically(&rec, &dst).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{}", dst.display());
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "invalid input: cannot copy the directory {} to {}, which is {what}",
+                    rec.display(),
+                    dst.display()
+                )
+            );
+        }
+        assert!(!rec.join("inner").exists() && !rec.join("sub/deeper").exists());
+        assert!(!rec.join("new").exists());
+
+        // Through a symbolic link into the source, too.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&rec, &link).unwrap();
+        let err = copy_atomically(&rec, &link.join("inner"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(!rec.join("inner").exists());
+
+        // A sibling whose name starts with the source's is fine.
+        let stats = copy_atomically(&rec, &dir.path().join("rec2/inner"))
+            .await
+            .unwrap();
+        assert_eq!((stats.files, stats.bytes), (2, 2));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("rec2/inner/sub/b.txt")).unwrap(),
+            "b"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_local_device_refuses_a_push_into_the_pushed_directory() {
+        use devbatch_core::Device;
+        let dir = tree();
+        let device = crate::LocalDevice::new("here").with_workdir(dir.path().to_path_buf());
+        let err = device
+            .push(&dir.path().join("rec"), "rec/inner")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "invalid input: cannot copy the directory {} to {}, which is inside it",
+                dir.path().join("rec").display(),
+                dir.path().join("rec/inner").display()
+            )
+        );
+    }
 }
