@@ -90,6 +90,15 @@ impl TryFrom<RawScriptedError> for ScriptedError {
     type Error = String;
 
     fn try_from(raw: RawScriptedError) -> Result<Self, String> {
+        if matches!(
+            raw.kind,
+            ErrorKind::Panicked | ErrorKind::Aborted | ErrorKind::NotFound
+        ) {
+            return Err(format!(
+                "the error kind `{}` is given by the engine, not by a device (script `panic = \"...\"` for a panic, or use a failure policy for `aborted`)",
+                raw.kind.as_str()
+            ));
+        }
         if raw.kind == ErrorKind::Timeout {
             humantime::parse_duration(&raw.message).map_err(|e| {
                 format!(
@@ -126,6 +135,11 @@ impl ScriptedError {
             ErrorKind::OutputLimit => DeviceError::OutputLimit { limit: 0 },
             ErrorKind::Protocol => DeviceError::Protocol(m),
             ErrorKind::InvalidInput => DeviceError::InvalidInput(m),
+            // "read /data/x: Permission denied": what was being done, then the OS error.
+            ErrorKind::Io => match m.split_once(": ") {
+                Some((context, error)) => DeviceError::io(context, std::io::Error::other(error)),
+                None => DeviceError::io("i/o", std::io::Error::other(m)),
+            },
             _ => DeviceError::Failed(m),
         }
     }
@@ -293,5 +307,40 @@ impl CommandScript {
     pub fn disconnecting(mut self) -> Self {
         self.disconnect = true;
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scripted(value: Value) -> Result<ScriptedError, String> {
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn scripted_errors_keep_their_kind() {
+        let io = scripted(json!({"kind": "io", "message": "read /data/x: Permission denied"}))
+            .unwrap()
+            .to_device_error();
+        assert_eq!(io.kind(), ErrorKind::Io);
+        assert_eq!(io.to_string(), "read /data/x: Permission denied");
+        let bare = scripted(json!({"kind": "io", "message": "usb reset"}))
+            .unwrap()
+            .to_device_error();
+        assert_eq!(
+            (bare.kind(), bare.to_string()),
+            (ErrorKind::Io, "i/o: usb reset".into())
+        );
+        for kind in ["panicked", "aborted", "not_found"] {
+            let err = scripted(json!({"kind": kind, "message": "x"})).unwrap_err();
+            assert!(
+                err.starts_with(&format!(
+                    "the error kind `{kind}` is given by the engine, not by a device"
+                )),
+                "{err}"
+            );
+        }
     }
 }
