@@ -120,5 +120,5 @@ for n in $TARGETS; do
 done
 
 echo
-echo "### Connection reuse: two batches of \`true\` on $MAX targets in one process"
+echo "### Connection reuse: three batches of \`true\` on $MAX targets in one process"
 "$REUSE" "$WORK/pool_$MAX.toml" true 3

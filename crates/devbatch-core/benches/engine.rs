@@ -7,7 +7,10 @@
 //! ```
 //!
 //! Each row runs in a fresh process (the bench re-executes itself), so its peak RSS (`VmHWM`)
-//! belongs to that row alone. `collect` keeps every outcome in the `BatchResult`; `jsonl`
+//! belongs to that row alone. The pool of mock devices is part of it; the peak before the batch
+//! starts (the pool and the runtime) is shown apart, so that what the batch itself adds can be
+//! seen: in `jsonl` mode it should not grow with the number of devices beyond their outcomes'
+//! bookkeeping. `collect` keeps every outcome in the `BatchResult`; `jsonl`
 //! streams each outcome as a JSON line to a sink as the CLI's `--output jsonl` does.
 
 use std::io::Write;
@@ -73,7 +76,8 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn run_row(row: &Row) -> (Duration, f64) {
+/// The time of the batch, the peak RSS of the whole run, and the peak before the batch started.
+fn run_row(row: &Row) -> (Duration, f64, f64) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,6 +99,7 @@ fn run_row(row: &Row) -> (Duration, f64) {
             .expect("one operation");
         let manager = BatchOperationManager::with_registry(pool, registry);
         let options = BatchOptions::default().concurrency(row.concurrency);
+        let before = peak_rss_mb();
         let start = Instant::now();
         let count = if row.jsonl {
             let mut out = std::io::BufWriter::new(std::io::sink());
@@ -116,7 +121,7 @@ fn run_row(row: &Row) -> (Duration, f64) {
         };
         let wall = start.elapsed();
         assert_eq!(count, row.devices, "every device succeeded");
-        (wall, peak_rss_mb())
+        (wall, peak_rss_mb(), before)
     })
 }
 
@@ -136,8 +141,8 @@ fn main() {
             },
             jsonl: mode == "jsonl",
         };
-        let (wall, rss) = run_row(&row);
-        println!("{} {rss:.1}", wall.as_secs_f64());
+        let (wall, rss, before) = run_row(&row);
+        println!("{} {rss:.1} {before:.1}", wall.as_secs_f64());
         return;
     }
     let rows: &[(usize, usize, &str, &str)] = &[
@@ -157,11 +162,11 @@ fn main() {
     ];
     let me = std::env::current_exe().expect("own path");
     println!(
-        "| devices | concurrency | op | output | wall (median of 3) | per device-op | peak RSS |"
+        "| devices | concurrency | op | output | wall (median of 3) | per device-op | peak RSS | before the batch (pool) | added by the batch |"
     );
-    println!("|---:|---:|---|---|---:|---:|---:|");
+    println!("|---:|---:|---|---|---:|---:|---:|---:|---:|");
     for &(devices, concurrency, op, mode) in rows {
-        let mut samples: Vec<(f64, f64)> = (0..3)
+        let mut samples: Vec<(f64, f64, f64)> = (0..3)
             .map(|_| {
                 let out = std::process::Command::new(&me)
                     .args([
@@ -181,15 +186,20 @@ fn main() {
                 let mut parts = text
                     .split_whitespace()
                     .map(|p| p.parse::<f64>().expect("number"));
-                (parts.next().expect("wall"), parts.next().expect("rss"))
+                (
+                    parts.next().expect("wall"),
+                    parts.next().expect("rss"),
+                    parts.next().expect("rss before"),
+                )
             })
             .collect();
         samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (wall, rss) = samples[1];
+        let (wall, rss, before) = samples[1];
         println!(
-            "| {devices} | {concurrency} | {op} | {mode} | {:.3} s | {:.2} µs | {rss:.0} MB |",
+            "| {devices} | {concurrency} | {op} | {mode} | {:.3} s | {:.2} µs | {rss:.0} MB | {before:.0} MB | {:.0} MB |",
             wall,
-            wall * 1e6 / devices as f64
+            wall * 1e6 / devices as f64,
+            rss - before
         );
     }
 }
