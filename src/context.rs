@@ -28,7 +28,14 @@ impl Context {
         let file = pool_file::find(pool)
             .map(|p| PoolFile::read(&p))
             .transpose()?;
-        // Plugins first: they may provide backends the pool file names.
+        // Plugins first: they may provide backends the pool file names. `--plugin` names a
+        // library; a folder would silently load whatever it holds, or nothing.
+        if let Some(dir) = cli_plugins.iter().find(|p| p.is_dir()) {
+            return Err(CliError::Plugin(format!(
+                "--plugin {}: it is a folder, not a library (put folders in $DEVBATCH_PLUGIN_PATH, which loads every library in them)",
+                dir.display()
+            )));
+        }
         let mut plugin_paths: Vec<PathBuf> = cli_plugins.to_vec();
         plugin_paths.extend(devbatch_plugin::plugin_paths_from_env());
         if let Some(f) = &file {

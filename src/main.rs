@@ -33,7 +33,7 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            output::warn(&format!("error: cannot start the async runtime: {e}"));
             std::process::exit(error::exit_code::USAGE);
         }
     };
@@ -41,7 +41,7 @@ fn main() {
         match dispatch(cli).await {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {e}");
+                output::warn(&format!("error: {e}"));
                 e.exit_code()
             }
         }
@@ -79,6 +79,8 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A closed stderr must not stop the run (tracing would report it with `eprintln!`).
+        .log_internal_errors(false)
         .with_target(false)
         .init();
 }
@@ -99,9 +101,9 @@ fn report_panics() {
             .map(|l| format!("{}:{}", l.file(), l.line()))
             .unwrap_or_default();
         if std::thread::current().name() == Some("main") {
-            eprintln!(
+            output::warn(&format!(
                 "error: internal error (a bug in devbatch, please report it): {message} at {location}"
-            );
+            ));
         } else {
             tracing::debug!(%location, "a device task panicked: {message}");
         }

@@ -8,21 +8,34 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CliError;
 
-/// `text` with its control characters written as escapes (`\n`, `\u{1b}`), so that what a
-/// device printed cannot move the cursor, recolour the terminal or break the layout.
+/// Characters a terminal acts on rather than shows: control characters, and the bidirectional
+/// overrides and isolates that can make text read differently from what it is.
+fn is_unsafe(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with its control characters (and bidirectional controls) written as escapes (`\n`,
+/// `\u{1b}`, `\u{202e}`), so that what a device printed cannot move the cursor, recolour the
+/// terminal, reorder the text or break the layout.
 pub(crate) fn printable(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(is_unsafe) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if is_unsafe(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// Writes one line to stderr; a closed stderr is not an error (nor a panic, as `eprintln!`
+/// would make it).
+pub(crate) fn warn(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Writes `text` to stdout. A reader that went away (`devbatch ... | head -1`) is not an
@@ -128,6 +141,7 @@ mod tests {
             printable("a\nb\u{1b}[31mred\0\u{7f}"),
             "a\\nb\\u{1b}[31mred\\u{0}\\u{7f}"
         );
+        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
     }
 
     #[test]

@@ -36,6 +36,17 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
     let ids = select_devices(&ctx, &args.selection, args.rerun_failed.as_deref())?;
     let options = build_options(&args, &ctx)?;
     // Report paths are checked now: a bad one must fail before any device is touched.
+    if let (Some(report), Some(junit)) = (&args.report, &args.junit)
+        && (report == junit
+            || report
+                .canonicalize()
+                .is_ok_and(|r| junit.canonicalize().is_ok_and(|j| r == j)))
+    {
+        return Err(CliError::Usage(format!(
+            "--report and --junit both name {}: give each its own file",
+            report.display()
+        )));
+    }
     let report_file = args.report.as_deref().map(ReportFile::check).transpose()?;
     let junit_file = args.junit.as_deref().map(ReportFile::check).transpose()?;
 
@@ -48,7 +59,7 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
             if tokio::signal::ctrl_c().await.is_ok() {
                 interrupted.store(true, Ordering::SeqCst);
                 cancel.cancel();
-                eprintln!("interrupted: cancelling; press Ctrl-C again to exit at once");
+                output::warn("interrupted: cancelling; press Ctrl-C again to exit at once");
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(exit_code::INTERRUPTED);
                 }

@@ -1093,3 +1093,71 @@ fn remote_processes_do_not_outlive_the_cli_run() {
         "the remote command (pid {pid}) outlived the interrupted run"
     );
 }
+
+/// A reader of stderr that went away (`2>&1 | head -1`) stops neither the run nor its report,
+/// and the exit code is still the documented one.
+#[test]
+fn a_closed_stderr_stops_nothing() {
+    let dir = Dir::new();
+    let marker = dir.join("ran");
+    let report = dir.join("r.json");
+    let cmd = format!("cmd=touch '{}'", marker.display());
+    let cases: [(Vec<&str>, i32); 2] = [
+        (
+            vec![
+                "-vv",
+                "run",
+                "shell",
+                "--param",
+                &cmd,
+                "--report",
+                report.to_str().unwrap(),
+            ],
+            0,
+        ),
+        (vec!["--pool", "/nonexistent/fleet.toml", "devices"], 2),
+    ];
+    for (args, code) in cases {
+        let mut child = dir
+            .command()
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{args:?}");
+    }
+    assert!(marker.exists(), "the command ran");
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(doc["local"]["status"], "success");
+}
+
+#[test]
+fn output_and_plugin_paths_that_cannot_work_are_refused_up_front() {
+    let dir = Dir::new();
+    let same = dir.join("out.xml");
+    let same = same.to_str().unwrap();
+    let err = dir
+        .run(&[
+            "run", "shell", "--param", "cmd=true", "--report", same, "--junit", same,
+        ])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        format!("error: --report and --junit both name {same}: give each its own file")
+    );
+    let folder = dir.join("plugins");
+    std::fs::create_dir(&folder).unwrap();
+    let err = dir
+        .run(&["--plugin", folder.to_str().unwrap(), "plugins"])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        format!(
+            "error: --plugin {}: it is a folder, not a library (put folders in $DEVBATCH_PLUGIN_PATH, which loads every library in them)",
+            folder.display()
+        )
+    );
+}
