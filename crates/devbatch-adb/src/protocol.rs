@@ -255,9 +255,11 @@ impl ShellV2Decoder {
 /// Strips the exit-code marker that the legacy `shell:` service needs (it has no exit status)
 /// and undoes the pty's `\r\n`, while output streams through.
 ///
-/// The command is sent as `(CMD\n); echo "<marker>$?"`. The decoder holds back the last few
-/// bytes of the stream (enough for the marker, a status and a line end) so the marker never
-/// reaches the output, whatever the read boundaries.
+/// The command is sent as `sh -c 'CMD'; echo "<marker>$?"`, the line quoted whole, so nothing
+/// in it (a stray `)`, an open quote, a trailing backslash) can break the wrapper: a syntax
+/// error is the inner shell's, with its message and status 2, as with shell protocol v2. The
+/// decoder holds back the last few bytes of the stream (enough for the marker, a status and a
+/// line end) so the marker never reaches the output, whatever the read boundaries.
 #[derive(Debug)]
 pub(crate) struct LegacyDecoder {
     marker: Vec<u8>,
@@ -278,10 +280,11 @@ impl LegacyDecoder {
         }
     }
 
-    /// The command line to send: runs `line` in a subshell, then prints the marker and `$?`.
+    /// The command line to send: runs `line` in a shell of its own (`sh -c`, as shell
+    /// protocol v2 does), then prints the marker and `$?`.
     pub(crate) fn wrap(&self, line: &str) -> String {
         let marker = String::from_utf8_lossy(&self.marker);
-        format!("({line}\n); echo \"{marker}$?\"")
+        format!("sh -c {}; echo \"{marker}$?\"", devbatch_core::quote(line))
     }
 
     fn hold_back(&self) -> usize {
@@ -579,7 +582,12 @@ mod tests {
         let dec = LegacyDecoder::with_marker(marker.clone());
         assert_eq!(
             dec.wrap("exit 3"),
-            format!("(exit 3\n); echo \"{marker}$?\"")
+            format!("sh -c 'exit 3'; echo \"{marker}$?\"")
+        );
+        // Nothing in the line can close the quoting: quotes are escaped, the rest is literal.
+        assert_eq!(
+            dec.wrap("echo 'a' )"),
+            format!("sh -c 'echo '\\''a'\\'' )'; echo \"{marker}$?\"")
         );
         // The stream ended before the marker: no exit status.
         let mut dec = LegacyDecoder::with_marker(marker.clone());

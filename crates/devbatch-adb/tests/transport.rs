@@ -307,6 +307,59 @@ async fn exit_codes_streams_and_line_ends_with_and_without_shell_v2() {
     assert_eq!(out.stdout, b"it's $HOME\n");
 }
 
+/// A line the shell cannot parse is the command's own failure (status 2, the shell's message)
+/// on a legacy device too: the exit-code wrapper runs the line in a shell of its own, so a
+/// stray `)`, an open quote or a trailing backslash cannot break the wrapper itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_shell_syntax_errors_are_the_commands_own_failure() {
+    let server = server().await;
+    let (_m, modern) = device(&server, DeviceConfig::modern("syntax-v2")).await;
+    let (_l, legacy) = device(&server, DeviceConfig::legacy("syntax-v1")).await;
+    let devices = discover(&server).await;
+    let get = |s: &str| devices.iter().find(|d| d.id() == s).unwrap().clone();
+    let (modern, legacy) = (get(&modern), get(&legacy));
+
+    for (line, message) in [
+        ("echo hi )", "Syntax error: \")\" unexpected"),
+        (
+            "echo 'unterminated",
+            "Syntax error: Unterminated quoted string",
+        ),
+    ] {
+        let old = legacy
+            .run(&Command::shell(line))
+            .await
+            .unwrap_or_else(|e| panic!("legacy {line:?}: {e}"));
+        let new = modern
+            .run(&Command::shell(line))
+            .await
+            .unwrap_or_else(|e| panic!("modern {line:?}: {e}"));
+        // The device's own shell says what is wrong; a legacy device merges it into stdout.
+        assert_eq!(
+            (old.exit_code, String::from_utf8_lossy(&old.stdout).as_ref()),
+            (2, format!("sh: 1: {message}\n").as_str()),
+            "legacy {line:?}"
+        );
+        assert!(old.stderr.is_empty());
+        assert_eq!(
+            (new.exit_code, String::from_utf8_lossy(&new.stderr).as_ref()),
+            (2, format!("/bin/sh: 1: {message}\n").as_str()),
+            "modern {line:?}"
+        );
+    }
+    // A trailing backslash stays the line's: the same output as with shell protocol v2.
+    let old = legacy.run(&Command::shell("echo a \\")).await.unwrap();
+    let new = modern.run(&Command::shell("echo a \\")).await.unwrap();
+    assert_eq!(
+        (old.exit_code, old.stdout.as_slice()),
+        (0, b"a \\\n".as_slice())
+    );
+    assert_eq!(
+        (new.exit_code, new.stdout.as_slice()),
+        (0, b"a \\\n".as_slice())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_over_the_cap_fails_with_output_limit() {
     let server = server().await;
