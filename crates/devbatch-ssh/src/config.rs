@@ -22,7 +22,9 @@ pub enum HostKeyPolicy {
     Strict,
     /// An unknown host's key is recorded on first use; a changed key is still refused.
     AcceptNew,
-    /// Host keys are not checked at all. Explicit only; warns on every connection.
+    /// A host with no recorded key is accepted (not recorded), with a warning on every such
+    /// connection; a recorded key that differs, or a revoked one, is still refused. Explicit
+    /// only.
     Off,
 }
 

@@ -134,15 +134,17 @@ impl Client {
     fn judge(&self, key: &russh::keys::PublicKey) -> Result<(), SshError> {
         let fp = fingerprint(key);
         *self.fingerprint.lock().expect("poisoned") = Some(fp.clone());
-        if self.policy == HostKeyPolicy::Off {
-            tracing::warn!(
-                host = %self.display,
-                fingerprint = %fp,
-                "host key checking is off (host_key_policy = \"off\"): the host's identity is not verified"
-            );
-            return Ok(());
-        }
         let verdict = match self.known.check(&self.names, key) {
+            // "off" skips the check for hosts with no recorded key only: a recorded key that
+            // differs, or a revoked one, is refused below as under every policy.
+            Verdict::Unknown if self.policy == HostKeyPolicy::Off => {
+                tracing::warn!(
+                    host = %self.display,
+                    fingerprint = %fp,
+                    "host key checking is off (host_key_policy = \"off\"): the host's identity is not verified"
+                );
+                return Ok(());
+            }
             Verdict::Unknown if self.policy == HostKeyPolicy::AcceptNew => {
                 let v = self.known.accept_new(&self.names, key).map_err(|source| {
                     SshError::KnownHostsWrite {

@@ -4,8 +4,8 @@ mod common;
 
 use std::process::Command as Process;
 
-use common::{Sshd, SshdOptions, device, keygen, public_key};
-use devbatch_core::{DeviceExt, ErrorKind};
+use common::{Sshd, SshdOptions, device, fingerprint, keygen, public_key};
+use devbatch_core::{Command, DeviceExt, ErrorKind};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,9 +61,9 @@ async fn rsa_ecdsa_and_encrypted_keys_authenticate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hashed_known_hosts_pass_and_off_skips_the_check() {
+async fn hashed_known_hosts_pass() {
     let sshd = Sshd::start(SshdOptions {
-        addrs: vec!["127.0.0.60".into(), "127.0.0.61".into()],
+        addrs: vec!["127.0.0.60".into()],
         ..Default::default()
     });
     let kh = sshd.trusted_known_hosts();
@@ -83,16 +83,94 @@ async fn hashed_known_hosts_pass_and_off_skips_the_check() {
     s.insert("user_known_hosts".into(), json!(kh));
     let d = device("hashed", s).await;
     assert_eq!(d.shell_text("echo hashed").await.unwrap(), "hashed");
+}
 
-    // `off` connects to a host whose recorded key is wrong, and writes nothing.
+/// `off` skips the check for hosts with no recorded key only: a recorded key that differs, or
+/// a revoked one, is refused as under `strict`, before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_accepts_an_unknown_host_but_refuses_a_changed_or_revoked_key() {
+    let sshd = Sshd::start(SshdOptions {
+        addrs: vec!["127.0.0.61".into(), "127.0.0.62".into()],
+        ..Default::default()
+    });
+    let marker = sshd.dir.path().join("ran");
+    let touch = Command::shell(format!("touch {}", marker.display()));
+    let off = |host: &str, kh: &std::path::Path| {
+        let mut s = sshd.settings(host);
+        s.insert("user_known_hosts".into(), json!(kh));
+        s.insert("host_key_policy".into(), json!("off"));
+        s
+    };
+
+    // A changed key: refused, nothing runs, known_hosts untouched.
     let wrong = sshd.dir.path().join("wrong_known_hosts");
     let impostor = keygen(sshd.dir.path(), "impostor", "ed25519");
     let line = format!("[127.0.0.61]:{} {}\n", sshd.port, public_key(&impostor));
     std::fs::write(&wrong, &line).unwrap();
-    let mut s = sshd.settings("127.0.0.61");
-    s.insert("user_known_hosts".into(), json!(wrong));
-    s.insert("host_key_policy".into(), json!("off"));
-    let d = device("off", s).await;
-    assert_eq!(d.shell_text("echo unchecked").await.unwrap(), "unchecked");
+    let d = device("changed", off("127.0.0.61", &wrong)).await;
+    let err = d.run(&touch).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HostKey);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "host key verification failed: 127.0.0.61:{} presented a host key that differs from the one recorded in {}:1 (possible man-in-the-middle attack); presented key {}; nothing was run",
+            sshd.port,
+            wrong.display(),
+            fingerprint(&sshd.host_key)
+        )
+    );
+    assert!(
+        !marker.exists(),
+        "a command ran on a host with a changed key"
+    );
     assert_eq!(std::fs::read_to_string(&wrong).unwrap(), line);
+
+    // A revoked key: refused the same way.
+    let revoked = sshd.dir.path().join("revoked_known_hosts");
+    let text = format!(
+        "@revoked [127.0.0.62]:{} {}\n",
+        sshd.port,
+        public_key(&sshd.host_key)
+    );
+    std::fs::write(&revoked, &text).unwrap();
+    let d = device("revoked", off("127.0.0.62", &revoked)).await;
+    let err = d.run(&touch).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HostKey);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "host key verification failed: 127.0.0.62:{} presented key {}, which {}:1 marks @revoked; nothing was run",
+            sshd.port,
+            fingerprint(&sshd.host_key),
+            revoked.display()
+        )
+    );
+    assert!(
+        !marker.exists(),
+        "a command ran on a host with a revoked key"
+    );
+    assert_eq!(std::fs::read_to_string(&revoked).unwrap(), text);
+    assert_eq!(
+        sshd.accepted(),
+        0,
+        "we authenticated to a host with a changed or revoked key"
+    );
+
+    // An unknown host: accepted (with a warning), and not recorded.
+    let empty = sshd.dir.path().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let d = device("unknown", off("127.0.0.61", &empty)).await;
+    assert_eq!(d.shell_text("echo unchecked").await.unwrap(), "unchecked");
+    d.run(&touch).await.unwrap();
+    assert!(marker.exists());
+    assert_eq!(
+        std::fs::read_to_string(&empty).unwrap(),
+        "",
+        "off recorded a key"
+    );
+    // A known_hosts file that does not exist is not created either.
+    let missing = sshd.dir.path().join("missing_known_hosts");
+    let d = device("missing", off("127.0.0.62", &missing)).await;
+    assert_eq!(d.shell_text("echo unchecked").await.unwrap(), "unchecked");
+    assert!(!missing.exists(), "off created known_hosts");
 }

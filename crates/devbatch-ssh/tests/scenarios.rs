@@ -170,7 +170,11 @@ async fn a_changed_host_key_runs_nothing_and_leaves_known_hosts_alone() {
     std::fs::write(&kh, &text).unwrap();
     let marker = sshd.dir.path().join("ran");
     let mut devices = Vec::new();
-    for (id, policy) in [("strict", "strict"), ("accept-new", "accept-new")] {
+    for (id, policy) in [
+        ("strict", "strict"),
+        ("accept-new", "accept-new"),
+        ("off", "off"),
+    ] {
         let mut s = sshd.settings("127.0.0.5");
         s.insert("user_known_hosts".into(), json!(kh));
         s.insert("host_key_policy".into(), json!(policy));
@@ -178,7 +182,7 @@ async fn a_changed_host_key_runs_nothing_and_leaves_known_hosts_alone() {
     }
     let m = manager(devices);
     let r = shell(&m, &format!("touch {}", marker.display())).await;
-    for id in ["strict", "accept-new"] {
+    for id in ["strict", "accept-new", "off"] {
         let (msg, kind) = error_of(&r, id);
         assert_eq!(kind, ErrorKind::HostKey, "{id}");
         assert_eq!(
