@@ -225,8 +225,8 @@ pub(crate) struct Connection {
     pub display: String,
     /// The SHA256 fingerprint of the host key the server proved.
     pub host_key: String,
-    /// Clean-up work left by cancelled commands (killing remote processes); waited for on
-    /// close.
+    /// Clean-up work left by cancelled commands (killing remote processes) and unfinished
+    /// pushes (removing temporary files); waited for on close.
     pub cleanups: TaskTracker,
     /// The jump host's connection, kept alive while this one lives.
     _via: Option<Arc<Connection>>,

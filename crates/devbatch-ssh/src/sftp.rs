@@ -144,7 +144,12 @@ fn join_remote(dir: &str, name: &str) -> String {
 }
 
 /// Removes a remote temporary file when dropped, unless it was renamed into place.
+///
+/// The removal runs on the connection's clean-up tracker, which [`Connection::close`] waits
+/// for: a transfer dropped by a timeout or a cancel just before the process shuts down still
+/// removes its file.
 struct RemoteTemp {
+    conn: Arc<Connection>,
     session: Arc<SftpSession>,
     path: String,
     armed: bool,
@@ -155,13 +160,34 @@ impl Drop for RemoteTemp {
         if !self.armed {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let session = self.session.clone();
-            let path = std::mem::take(&mut self.path);
-            rt.spawn(async move {
-                let _ = session.remove_file(path).await;
-            });
-        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let session = self.session.clone();
+        let path = std::mem::take(&mut self.path);
+        let host = self.conn.display.clone();
+        self.conn.cleanups.spawn_on(
+            async move {
+                // Bounded: a server that stopped answering must not hold up the close.
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    session.remove_file(path.clone()),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {
+                        tracing::debug!(host = %host, path = %path, "removed the temporary file of an unfinished push")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(host = %host, path = %path, "could not remove the temporary file of an unfinished push: {e}")
+                    }
+                    Err(_) => {
+                        tracing::warn!(host = %host, path = %path, "could not remove the temporary file of an unfinished push: no answer from the server")
+                    }
+                }
+            },
+            &rt,
+        );
     }
 }
 
@@ -289,6 +315,7 @@ async fn push_file(sftp: &Sftp, local: &Path, remote: &str, mode: u32) -> Result
         .await
         .map_err(|e| sftp.err("create", remote, e))?;
     let mut guard = RemoteTemp {
+        conn: sftp.conn.clone(),
         session: sftp.session.clone(),
         path: tmp.clone(),
         armed: true,

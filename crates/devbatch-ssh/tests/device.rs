@@ -266,6 +266,72 @@ async fn a_broken_pull_leaves_no_partial_file() {
     );
 }
 
+/// The `.NAME.devbatch-*.part` files in `dir`.
+fn part_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".devbatch-") && n.ends_with(".part"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_push_leaves_no_temporary_file_after_close() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let d = device("box", sshd.settings("127.0.0.1")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(2 * 1024 * 1024 * 1024)
+        .unwrap();
+    let remote_dir = dir.path().join("remote");
+    std::fs::create_dir(&remote_dir).unwrap();
+    let dest = remote_dir.join("big.bin");
+    d.shell_text("true").await.unwrap();
+    // Drop the push (as a timeout or Ctrl-C does) once its temporary file holds data, then
+    // close the device at once, as the CLI does on its way out.
+    let push = d.push(&big, dest.to_str().unwrap());
+    let started = async {
+        loop {
+            let partial = std::fs::read_dir(&remote_dir).unwrap().flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".part")
+                    && e.metadata().is_ok_and(|m| m.len() > 1024 * 1024)
+            });
+            if partial {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        r = push => panic!("a 2 GiB push finished before it could be cancelled: {r:?}"),
+        () = started => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => panic!("the push wrote nothing in 30 s"),
+    }
+    d.close().await;
+    assert_eq!(
+        part_files(&remote_dir),
+        Vec::<String>::new(),
+        "a cancelled push left its temporary file after close"
+    );
+    assert!(
+        !dest.exists(),
+        "a partial file was left under the final name"
+    );
+    // The device reconnects, and a push that completes leaves only its file.
+    std::fs::write(dir.path().join("small"), b"small").unwrap();
+    let stats = d
+        .push(&dir.path().join("small"), dest.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!((stats.files, stats.bytes), (1, 5));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"small");
+    assert_eq!(part_files(&remote_dir), Vec::<String>::new());
+    d.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reboot_into_another_mode_is_unsupported_and_runs_nothing() {
     let sshd = Sshd::start(SshdOptions::default());

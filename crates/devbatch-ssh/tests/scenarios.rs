@@ -411,6 +411,48 @@ async fn connections_are_reused_across_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_push_leaves_no_temporary_file_after_shutdown() {
+    let sshd = Sshd::start(SshdOptions {
+        addrs: vec!["127.0.0.7".into()],
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Sparse: cheap to read here, far too much to send in a second.
+    let big = dir.path().join("big.bin");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(8 * 1024 * 1024 * 1024)
+        .unwrap();
+    let remote_dir = dir.path().join("remote");
+    std::fs::create_dir(&remote_dir).unwrap();
+    let dest = remote_dir.join("big.bin");
+    let m = manager(vec![device("box", sshd.settings("127.0.0.7")).await]);
+    // The CLI's path: the engine's timeout drops the push, then the process shuts down.
+    let r = m
+        .execute_batch_with(
+            "push",
+            json!({"local": big, "remote": dest}),
+            None,
+            &options().timeout(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    let (msg, kind) = error_of(&r, "box");
+    assert_eq!(kind, ErrorKind::Timeout);
+    assert_eq!(msg, "timed out after 1s");
+    m.shutdown().await;
+    let left: Vec<_> = std::fs::read_dir(&remote_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a timed-out push left files on the host after shutdown: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn info_and_run_test_work_and_install_app_is_unsupported() {
     let sshd = Sshd::start(SshdOptions::default());
     let d = device("box", sshd.settings("127.0.0.1")).await;
