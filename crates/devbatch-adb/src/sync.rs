@@ -17,10 +17,26 @@ use crate::protocol::{
 };
 
 /// An open sync stream.
+///
+/// A session dropped before [`SyncSession::quit`] (a timeout, a cancellation, an error) resets
+/// its connection instead of closing it: a normal close would let the adb server relay what is
+/// already buffered, DONE included, so a push that timed out could still complete on the device
+/// long after (and keep a slow device busy meanwhile). A reset discards the unsent data and the
+/// server closes the device stream at once, so the device drops the partial file.
 pub(crate) struct SyncSession {
     conn: Conn,
     stat_v2: bool,
     ls_v2: bool,
+    finished: bool,
+}
+
+impl Drop for SyncSession {
+    fn drop(&mut self) {
+        if !self.finished {
+            // SO_LINGER 0: the close that follows is a reset (it never blocks).
+            let _ = self.conn.stream.set_zero_linger();
+        }
+    }
 }
 
 /// Removes a temporary file or directory when dropped, unless disarmed.
@@ -79,6 +95,7 @@ impl SyncSession {
             conn,
             stat_v2,
             ls_v2,
+            finished: false,
         }
     }
 
@@ -225,9 +242,10 @@ impl SyncSession {
             .len();
         let header = sync_path_request(b"SEND", &format!("{remote},{mode}"))?;
         let mut sent: u64 = 0;
+        // `sent` counts bytes handed to the server's socket, not bytes the device has stored.
         let broken = |sent: u64, detail: String| {
             AdbError::Disconnected(format!(
-                "the device link was lost after sending {sent} of {total} bytes of {} to '{remote}' ({detail})",
+                "the device link was lost after handing {sent} of {total} bytes of {} to the adb server, on their way to '{remote}' ({detail})",
                 local.display()
             ))
         };
@@ -353,9 +371,10 @@ impl SyncSession {
         Ok(got)
     }
 
-    /// Ends the session politely.
+    /// Ends the session politely, after the work is done: the connection is closed normally.
     pub(crate) async fn quit(mut self) {
         let _ = self.conn.stream.write_all(&sync_header(b"QUIT", 0)).await;
+        self.finished = true;
     }
 }
 

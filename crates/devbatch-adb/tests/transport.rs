@@ -497,11 +497,12 @@ async fn a_link_dropped_mid_push_and_mid_pull_is_an_error_and_leaves_nothing() {
     assert_eq!(err.kind(), ErrorKind::Disconnected, "{err}");
     let text = err.to_string();
     assert!(
-        text.starts_with("connection lost: the device link was lost after sending "),
+        text.starts_with("connection lost: the device link was lost after handing "),
         "{text}"
     );
     assert!(
-        text.contains(" of 1048576 bytes of ") && text.contains("to '/data/local/tmp/big.bin'"),
+        text.contains(" of 1048576 bytes of ")
+            && text.contains(" to the adb server, on their way to '/data/local/tmp/big.bin' ("),
         "{text}"
     );
     assert!(err.is_retryable());
@@ -532,6 +533,55 @@ async fn a_link_dropped_mid_push_and_mid_pull_is_an_error_and_leaves_nothing() {
     let stats = d.pull("/sdcard/big.bin", &out).await.unwrap();
     assert_eq!(stats.bytes, 1_048_576);
     assert!(std::fs::read(&out).unwrap() == data);
+}
+
+/// A push dropped by a timeout must not complete on the device later: the sync connection is
+/// reset, so the adb server drops what it still holds (DONE included) instead of relaying it,
+/// and the slow device is free again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_dropped_by_a_timeout_never_completes_on_the_device() {
+    const RATE: u64 = 32 * 1024;
+    const SIZE: usize = 256 * 1024; // 8 s at RATE
+    let server = server().await;
+    let (sim, serial) = device(&server, DeviceConfig::legacy("slowpoke")).await;
+    let devices = open(&server, json!({"serial": serial})).await;
+    let d = &devices[0];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.bin");
+    std::fs::write(&file, vec![7u8; SIZE]).unwrap();
+    d.run(&Command::shell("true")).await.unwrap(); // features cached
+
+    sim.set_fault(Fault::SlowLink(RATE));
+    let started = Instant::now();
+    let pushed = tokio::time::timeout(
+        Duration::from_secs(1),
+        d.push(&file, "/data/local/tmp/slow.bin"),
+    )
+    .await;
+    assert!(pushed.is_err(), "the push finished in time: {pushed:?}");
+    // Longer than the whole file needs at RATE: a relayed push would be complete by now.
+    let drain = Duration::from_secs(SIZE as u64 / RATE + 4);
+    tokio::time::sleep(drain.saturating_sub(started.elapsed())).await;
+    let remote = sim.path("/data/local/tmp/slow.bin");
+    assert!(
+        !remote.exists(),
+        "the dropped push completed on the device: {} bytes",
+        std::fs::metadata(&remote).map(|m| m.len()).unwrap_or(0)
+    );
+    let asked = Instant::now();
+    let out = d
+        .run(&Command::shell("ls /data/local/tmp; echo ok"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (0, b"ok\n".as_slice())
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the device was still busy: {:?}",
+        asked.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
