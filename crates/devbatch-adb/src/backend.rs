@@ -105,6 +105,14 @@ fn state_of(listed: Option<&ListedDevice>) -> DeviceState {
     }
 }
 
+/// The server could not be reached or did not answer (as opposed to answering with a refusal).
+fn server_silent(e: &AdbError) -> bool {
+    matches!(
+        e,
+        AdbError::ServerUnreachable { .. } | AdbError::Timeout { .. } | AdbError::Protocol(_)
+    )
+}
+
 fn setup(e: AdbError) -> ConfigError {
     ConfigError::Setup(e.to_string())
 }
@@ -178,20 +186,41 @@ impl Backend for AdbBackend {
             }
             _ => unreachable!("exactly one was checked"),
         };
+        // A `serial` or `connect` entry names its device, so the pool does not need the server
+        // to build it: a server that does not answer now leaves the device in the pool, in the
+        // state `unknown`, and its operations ask the server again (failing as `unreachable`
+        // while it is down). One server down must not keep the rest of the farm from running.
         let mut connect_failure = None;
+        let mut server_down = None;
         if let Some(a) = &connect_addr {
-            let reply = server
-                .query(&format!("host:connect:{a}"))
-                .await
-                .map_err(setup)?;
-            if let ConnectReply::Failed(text) = parse_connect_reply(&reply) {
-                // Not fatal for the pool: the device is listed as absent, and operations try
-                // to connect again (failing as `unreachable` with the server's words).
-                tracing::warn!(device = %a, server = %addr, "adb connect failed: {text}");
-                connect_failure = Some(text);
+            match server.query(&format!("host:connect:{a}")).await {
+                Ok(reply) => {
+                    if let ConnectReply::Failed(text) = parse_connect_reply(&reply) {
+                        // Not fatal for the pool: the device is listed as absent, and
+                        // operations try to connect again (failing as `unreachable` with the
+                        // server's words).
+                        tracing::warn!(device = %a, server = %addr, "adb connect failed: {text}");
+                        connect_failure = Some(text);
+                    }
+                }
+                Err(e) if server_silent(&e) => server_down = Some(e),
+                Err(e) => return Err(setup(e)),
             }
         }
-        let listing = server.devices().await.map_err(setup)?;
+        let listing = match server_down {
+            Some(_) => Vec::new(),
+            None => match server.devices().await {
+                Ok(listing) => listing,
+                Err(e) if server_silent(&e) => {
+                    server_down = Some(e);
+                    Vec::new()
+                }
+                Err(e) => return Err(setup(e)),
+            },
+        };
+        if let Some(e) = &server_down {
+            tracing::warn!(device = %serial, server = %addr, "the adb server did not answer: {e}");
+        }
         let matches: Vec<ListedDevice> =
             listing.into_iter().filter(|d| d.serial == serial).collect();
         if matches.len() > 1 {
@@ -203,6 +232,16 @@ impl Backend for AdbBackend {
         let mut labels = labels_for(&spec.labels, listed, &addr);
         labels.insert("serial".into(), serial.clone());
         let state = match (listed, connect_failure) {
+            _ if server_down.is_some() => DeviceState::NotReady {
+                state: "unknown".into(),
+                hint: format!(
+                    "the adb server at {addr} did not answer when the pool was loaded ({}); operations ask it again",
+                    server_down
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
+            },
             (Some(_), _) => state_of(listed),
             (None, Some(text)) => DeviceState::NotReady {
                 state: "absent".into(),

@@ -189,6 +189,76 @@ async fn no_devices_at_all() {
     assert!(err.contains("adb start-server"), "{err}");
 }
 
+/// An entry naming its device (`serial`, `connect`) does not need the server to load: with
+/// the server down the device is in the pool (state `unknown`), and its operations fail as
+/// `unreachable` naming the server, so one dead server never keeps the pool file from loading.
+/// `discover = true` cannot know its devices and still fails (see `no_devices_at_all`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_device_on_a_dead_server_loads_and_fails_unreachable_when_used() {
+    use devbatch_core::Backend;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("127.0.0.1:{port}");
+    let mut devices = Vec::new();
+    for (settings, id) in [
+        (
+            json!({"serial": "R58M12ABCDE", "server": dead}),
+            "R58M12ABCDE",
+        ),
+        (
+            json!({"connect": "localhost:6123", "server": dead}),
+            "127.0.0.1:6123",
+        ),
+    ] {
+        let spec = devbatch_core::DeviceSpec {
+            settings: settings.as_object().unwrap().clone(),
+            ..Default::default()
+        };
+        let opened = devbatch_adb::AdbBackend
+            .open(spec)
+            .await
+            .unwrap_or_else(|e| panic!("{settings}: {e}"));
+        assert_eq!(opened.len(), 1, "{settings}");
+        assert_eq!(opened[0].id(), id);
+        assert_eq!(opened[0].labels()["adb_server"], dead);
+        match opened[0].state() {
+            DeviceState::NotReady { state, hint } => {
+                assert_eq!(state, "unknown");
+                assert!(
+                    hint.starts_with(&format!(
+                        "the adb server at {dead} did not answer when the pool was loaded (cannot reach the adb server at {dead}: "
+                    )) && hint.ends_with("); operations ask it again"),
+                    "{hint}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        devices.extend(opened);
+    }
+    let m = manager(devices);
+    let result = run(
+        &m,
+        "shell",
+        json!({"cmd": "true"}),
+        BatchOptions::default().timeout(SLOW),
+    )
+    .await;
+    for id in ["R58M12ABCDE", "127.0.0.1:6123"] {
+        let (kind, text) = outcome_error(&result, id);
+        assert_eq!(kind, ErrorKind::Unreachable, "{id}: {text}");
+        assert_eq!(
+            text,
+            format!(
+                "unreachable: cannot reach the adb server at {dead}: Connection refused (os error 111); start it with `adb start-server` (or `adb -P PORT start-server`) or fix the `server` setting"
+            ),
+            "{id}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthorized_and_offline_devices_beside_a_healthy_one() {
     let server = server().await;
