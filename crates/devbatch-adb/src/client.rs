@@ -2,7 +2,9 @@
 //! devices itself), a deadline on every request's setup, and a concurrency limit per server.
 //!
 //! Cancellation is by drop: a [`Conn`] owns its socket, so dropping the future that holds it
-//! closes the socket, and the server then closes the device stream (CLSE) for us.
+//! closes the socket, and the server then closes the device stream (CLSE) for us. A streamed
+//! service (sync, shell, exec) arms [`Conn::reset_unless_finished`] so that this close is a
+//! reset: a normal close would let the server first relay what it still buffers.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -102,6 +104,17 @@ pub(crate) struct AdbServer {
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    /// Reset the connection when dropped (see [`Conn::reset_unless_finished`]).
+    reset_on_drop: bool,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if self.reset_on_drop {
+            // SO_LINGER 0: the close that follows is a reset (it never blocks).
+            let _ = self.stream.set_zero_linger();
+        }
+    }
 }
 
 impl AdbServer {
@@ -159,6 +172,7 @@ impl AdbServer {
         Ok(Conn {
             stream,
             _permit: permit,
+            reset_on_drop: false,
         })
     }
 
@@ -253,6 +267,22 @@ fn device_fail(e: AdbError, target: &Target, server: &str) -> AdbError {
 }
 
 impl Conn {
+    /// Makes this connection reset instead of close when it is dropped before [`Conn::finish`]
+    /// (a timeout, a cancellation, an error). For streamed services: on a normal close the adb
+    /// server would still relay what it has buffered (the rest of an upload, a push's DONE) and
+    /// only then close the device stream, so a timed-out push or install could complete on the
+    /// device long after, keeping a slow device busy meanwhile. A reset makes the server discard
+    /// the unsent data and close the device stream at once.
+    pub(crate) fn reset_unless_finished(mut self) -> Conn {
+        self.reset_on_drop = true;
+        self
+    }
+
+    /// The service's exchange is complete: the connection closes normally when dropped.
+    pub(crate) fn finish(&mut self) {
+        self.reset_on_drop = false;
+    }
+
     /// Sends a request and reads its `OKAY` / `FAIL` status.
     pub(crate) async fn request(&mut self, payload: &str) -> Result<(), AdbError> {
         let bytes = encode_request(payload)?;

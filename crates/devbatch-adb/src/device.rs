@@ -206,7 +206,21 @@ impl AdbDevice {
     }
 
     async fn run_v2(&self, line: &str, command: &Command) -> Result<CommandOutput, AdbError> {
-        let mut conn = self.open_service(&format!("shell,v2,raw:{line}")).await?;
+        let mut conn = self
+            .open_service(&format!("shell,v2,raw:{line}"))
+            .await?
+            .reset_unless_finished();
+        let out = self.shell_v2_stream(&mut conn, command).await?;
+        conn.finish();
+        Ok(out)
+    }
+
+    /// Feeds stdin to a `shell,v2` stream and collects its output up to the exit status.
+    async fn shell_v2_stream(
+        &self,
+        conn: &mut Conn,
+        command: &Command,
+    ) -> Result<CommandOutput, AdbError> {
         let (mut rd, mut wr) = conn.stream.split();
         let stdin = command.stdin.clone().unwrap_or_default();
         let writer = async move {
@@ -262,10 +276,23 @@ impl AdbDevice {
                 self.serial
             )));
         }
-        let mut decoder = LegacyDecoder::new();
+        let decoder = LegacyDecoder::new();
         let mut conn = self
             .open_service(&format!("shell:{}", decoder.wrap(line)))
-            .await?;
+            .await?
+            .reset_unless_finished();
+        let out = self.legacy_stream(&mut conn, decoder, command).await?;
+        conn.finish();
+        Ok(out)
+    }
+
+    /// Collects a legacy `shell:` stream's output up to its end and the wrapped exit status.
+    async fn legacy_stream(
+        &self,
+        conn: &mut Conn,
+        mut decoder: LegacyDecoder,
+        command: &Command,
+    ) -> Result<CommandOutput, AdbError> {
         let mut collector = OutputCollector::new(command.max_output);
         let limit = |_| AdbError::OutputLimit(command.max_output);
         let mut buf = vec![0u8; 64 * 1024];
@@ -299,7 +326,22 @@ impl AdbDevice {
         input: Option<&Path>,
         max_output: usize,
     ) -> Result<Vec<u8>, AdbError> {
-        let mut conn = self.open_service(service).await?;
+        let mut conn = self.open_service(service).await?.reset_unless_finished();
+        let out = self
+            .exec_stream(&mut conn, service, input, max_output)
+            .await?;
+        conn.finish();
+        Ok(out)
+    }
+
+    /// Streams `input` into an open `exec:`-like service and reads its output to the end.
+    async fn exec_stream(
+        &self,
+        conn: &mut Conn,
+        service: &str,
+        input: Option<&Path>,
+        max_output: usize,
+    ) -> Result<Vec<u8>, AdbError> {
         let (mut rd, mut wr) = conn.stream.split();
         let writer = async move {
             if let Some(path) = input {

@@ -19,24 +19,15 @@ use crate::protocol::{
 /// An open sync stream.
 ///
 /// A session dropped before [`SyncSession::quit`] (a timeout, a cancellation, an error) resets
-/// its connection instead of closing it: a normal close would let the adb server relay what is
-/// already buffered, DONE included, so a push that timed out could still complete on the device
-/// long after (and keep a slow device busy meanwhile). A reset discards the unsent data and the
-/// server closes the device stream at once, so the device drops the partial file.
+/// its connection instead of closing it ([`Conn::reset_unless_finished`]): a normal close would
+/// let the adb server relay what is already buffered, DONE included, so a push that timed out
+/// could still complete on the device long after (and keep a slow device busy meanwhile). A
+/// reset discards the unsent data and the server closes the device stream at once, so the
+/// device drops the partial file.
 pub(crate) struct SyncSession {
     conn: Conn,
     stat_v2: bool,
     ls_v2: bool,
-    finished: bool,
-}
-
-impl Drop for SyncSession {
-    fn drop(&mut self) {
-        if !self.finished {
-            // SO_LINGER 0: the close that follows is a reset (it never blocks).
-            let _ = self.conn.stream.set_zero_linger();
-        }
-    }
 }
 
 /// Removes a temporary file or directory when dropped, unless disarmed.
@@ -92,10 +83,9 @@ fn lost(what: String) -> impl FnOnce(std::io::Error) -> AdbError {
 impl SyncSession {
     pub(crate) fn new(conn: Conn, stat_v2: bool, ls_v2: bool) -> Self {
         SyncSession {
-            conn,
+            conn: conn.reset_unless_finished(),
             stat_v2,
             ls_v2,
-            finished: false,
         }
     }
 
@@ -374,7 +364,7 @@ impl SyncSession {
     /// Ends the session politely, after the work is done: the connection is closed normally.
     pub(crate) async fn quit(mut self) {
         let _ = self.conn.stream.write_all(&sync_header(b"QUIT", 0)).await;
-        self.finished = true;
+        self.conn.finish();
     }
 }
 

@@ -537,3 +537,66 @@ async fn instrumentation_runs_are_parsed_per_test() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_dropped_by_a_timeout_never_completes_on_the_device() {
+    const RATE: u64 = 32 * 1024;
+    const PAD: usize = 256 * 1024; // 8 s at RATE
+    let server = server().await;
+    // Both streamed methods: abb_exec, and exec:cmd where abb_exec is missing.
+    let (abb, abb_s) = device(&server, DeviceConfig::modern("slow-abb")).await;
+    let (cmd, cmd_s) = device(
+        &server,
+        DeviceConfig::modern("slow-cmd").without_feature("abb_exec"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = apk(
+        dir.path(),
+        "large.apk",
+        &TestApk::new("com.example.large").entry("assets/pad.bin", vec![7u8; PAD]),
+    );
+    let size = std::fs::metadata(&path).unwrap().len();
+    let devices = discover(&server).await;
+    for d in &devices {
+        d.run(&Command::shell("true")).await.unwrap(); // features cached
+    }
+    let m = manager(devices.clone());
+
+    abb.set_fault(adbd_sim::Fault::SlowLink(RATE));
+    cmd.set_fault(adbd_sim::Fault::SlowLink(RATE));
+    let started = Instant::now();
+    let result = run(
+        &m,
+        "install_app",
+        json!({"app_path": path}),
+        BatchOptions::default().timeout(Duration::from_secs(1)),
+    )
+    .await;
+    for serial in [&abb_s, &cmd_s] {
+        let o = result.get(serial).unwrap();
+        assert_eq!(o.error_kind, Some(ErrorKind::Timeout), "{serial}: {o:?}");
+    }
+    // Longer than the whole APK needs at RATE: a relayed install would be done by now.
+    let drain = Duration::from_secs(size / RATE + 4);
+    tokio::time::sleep(drain.saturating_sub(started.elapsed())).await;
+    for (sim, serial) in [(&abb, &abb_s), (&cmd, &cmd_s)] {
+        assert!(
+            !sim.is_installed("com.example.large"),
+            "{serial}: the timed-out install completed on the device"
+        );
+        let d = devices.iter().find(|d| d.id() == serial.as_str()).unwrap();
+        let asked = Instant::now();
+        let out = d.run(&Command::shell("echo ok")).await.unwrap();
+        assert_eq!(
+            (out.exit_code, out.stdout.as_slice()),
+            (0, b"ok\n".as_slice()),
+            "{serial}"
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{serial}: the device was still busy: {:?}",
+            asked.elapsed()
+        );
+    }
+}
