@@ -10,8 +10,15 @@
 //! ```
 //!
 //! Every check panics with a message naming the check and what differed, so a failing backend
-//! test says exactly which promise it broke. Enabled by the `conformance` feature (put it in
-//! the backend's `[dev-dependencies]`).
+//! test says exactly which promise it broke. Enabled by the `conformance` feature:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! devbatch-core = { version = "0.1", features = ["conformance"] }
+//! ```
+//!
+//! The checks run shell commands on the device (`sh`, `tr`, `grep` and `/proc`, as on Linux and
+//! Android).
 
 use std::time::Duration;
 
@@ -237,13 +244,27 @@ pub async fn missing_remote_file(device: &dyn Device, suite: &Suite) {
     );
 }
 
-/// A command that outlives its timeout is dropped promptly, and the device still works.
+/// A shell line printing how many processes run exactly `command_line` (found in `/proc`; the
+/// line's own shell does not count, its command line starts otherwise).
+fn count_processes(command_line: &str) -> String {
+    format!(
+        "for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\" 2>/dev/null; echo; done | grep -c '^{command_line} *$'"
+    )
+}
+
+/// A command that outlives its timeout is dropped promptly, its process does not outlive it on
+/// the device, and the device still works.
 pub async fn timeout_and_recovery(device: &dyn Device, suite: &Suite) {
+    // A sleep with a duration no other process has, to find it among the device's processes.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let sleep = format!("sleep 29.{:06}", nanos % 1_000_000);
     let started = std::time::Instant::now();
-    let r = tokio::time::timeout(suite.timeout_probe, device.shell("sleep 30")).await;
+    let r = tokio::time::timeout(suite.timeout_probe, device.shell(&sleep)).await;
     assert!(
         r.is_err(),
-        "timeout_and_recovery: `sleep 30` finished within {:?}",
+        "timeout_and_recovery: `{sleep}` finished within {:?}",
         suite.timeout_probe
     );
     assert!(
@@ -251,9 +272,54 @@ pub async fn timeout_and_recovery(device: &dyn Device, suite: &Suite) {
         "timeout_and_recovery: dropping the command took {:?}",
         started.elapsed()
     );
+    // Count the processes whose command line is exactly the sleep (this probe's own line
+    // starts otherwise), until none is left or 10 s have passed.
+    let probe = count_processes(&sleep);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = device
+            .run(&Command::shell(probe.clone()))
+            .await
+            .expect("timeout_and_recovery: process probe");
+        let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if left == "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timeout_and_recovery: `{sleep}` still runs on the device 10 s after its command was dropped (processes: {left})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let text = device
         .shell_text("echo still-here")
         .await
         .expect("timeout_and_recovery: next command");
     assert_eq!(text, "still-here");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_processes;
+
+    #[test]
+    fn the_process_probe_sees_a_running_process_and_not_a_gone_one() {
+        let count = || {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(count_processes("sleep 29.987654"))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let mut sleep = std::process::Command::new("sleep")
+            .arg("29.987654")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(count(), "1");
+        sleep.kill().unwrap();
+        sleep.wait().unwrap();
+        assert_eq!(count(), "0");
+    }
 }

@@ -34,6 +34,11 @@
 //! * `devbatch-local`: this machine; `devbatch-mock`: scriptable mock devices for tests;
 //! * `devbatch-adb`: Android devices through an adb server; `devbatch-ssh`: hosts over SSH;
 //! * `devbatch-ops`: the built-in operations (`shell`, `push`, `pull`, `info`, `reboot`, ...).
+//!
+//! # Features
+//!
+//! * `conformance`: the `conformance` module, the test suite a [`Device`] implementation runs
+//!   against itself to prove it keeps the contract (put it in your `[dev-dependencies]`).
 
 pub mod device;
 pub mod error;

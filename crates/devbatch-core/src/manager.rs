@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::device::Device;
 use crate::error::{BatchError, DeviceError, ErrorKind, OperationError};
 use crate::operation::{Operation, OperationContext, Params, validate_params};
-use crate::options::{BatchEvent, BatchOptions, Observer};
+use crate::options::{BatchEvent, BatchOptions, FailurePolicy, Observer};
 use crate::outcome::{BatchResult, BatchSummary, DeviceOutcome, StopReason};
 use crate::pool::DevicePool;
 use crate::registry::Registry;
@@ -254,6 +254,24 @@ impl BatchOperationManager {
             return Err(BatchError::InvalidOptions(
                 "a canary needs at least 1 device".into(),
             ));
+        }
+        if options.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(BatchError::InvalidOptions(
+                "a timeout must be more than zero".into(),
+            ));
+        }
+        match options.failure_policy {
+            FailurePolicy::MaxFailures(0) => {
+                return Err(BatchError::InvalidOptions(
+                    "MaxFailures needs at least 1 failure (FailFast stops at the first)".into(),
+                ));
+            }
+            FailurePolicy::MaxFailurePercent(p) if !(p > 0.0 && p <= 100.0) => {
+                return Err(BatchError::InvalidOptions(format!(
+                    "MaxFailurePercent must be more than 0 and at most 100, got {p}"
+                )));
+            }
+            _ => {}
         }
         let registry = &self.inner.registry;
         if !registry.has_operation(operation) {

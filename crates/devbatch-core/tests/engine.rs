@@ -921,3 +921,41 @@ async fn a_panicking_observer_is_logged_once_and_the_batch_goes_on() {
         ],
     );
 }
+
+#[tokio::test]
+async fn options_that_cannot_mean_anything_are_refused_before_anything_runs() {
+    let log = CallLog::new();
+    let m = manager(vec![
+        MockDevice::new("d1")
+            .with_log(&log)
+            .on("probe", Script::succeed(json!("ok"))),
+    ]);
+    let cases = [
+        (
+            BatchOptions::default().timeout(Duration::ZERO),
+            "a timeout must be more than zero",
+        ),
+        (
+            BatchOptions::default().failure_policy(FailurePolicy::MaxFailures(0)),
+            "MaxFailures needs at least 1 failure (FailFast stops at the first)",
+        ),
+        (
+            BatchOptions::default().failure_policy(FailurePolicy::MaxFailurePercent(150.0)),
+            "MaxFailurePercent must be more than 0 and at most 100, got 150",
+        ),
+        (
+            BatchOptions::default().failure_policy(FailurePolicy::MaxFailurePercent(f64::NAN)),
+            "MaxFailurePercent must be more than 0 and at most 100, got NaN",
+        ),
+    ];
+    for (options, message) in cases {
+        match m
+            .execute_batch_with("probe", params(), None, &options)
+            .await
+        {
+            Err(BatchError::InvalidOptions(m)) => assert_eq!(m, message),
+            other => panic!("{message}: got {other:?}"),
+        }
+    }
+    assert_eq!(log.count("d1", "op:probe"), 0, "nothing ran");
+}

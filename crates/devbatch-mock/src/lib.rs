@@ -16,8 +16,10 @@
 //!         .on("info", Script::fail(ErrorKind::Unreachable, "usb reset")
 //!             .with_latency(Latency::fixed(Duration::from_millis(5))))),
 //! ])?;
-//! # let mut registry = devbatch_core::Registry::new();
-//! # devbatch_ops::register_all(&mut registry)?;
+//! // The built-in operations (`info`, `shell`, ...) from `devbatch-ops`, by hand; linking
+//! // the crate (`use devbatch_ops as _;`) and `BatchOperationManager::new(pool)` does the same.
+//! let mut registry = devbatch_core::Registry::new();
+//! devbatch_ops::register_all(&mut registry)?;
 //! let manager = BatchOperationManager::with_registry(pool, registry);
 //! let result = manager.execute_batch("info", json!({}), None).await?;
 //! assert!(result.get("phone-1").unwrap().is_success());
@@ -25,6 +27,10 @@
 //! assert_eq!(log.count("phone-2", "op:info"), 1);
 //! # Ok(()) }
 //! ```
+//!
+//! A script answers an operation only when the batch knows that operation: `install_app` or
+//! `screenshot` need the crate that provides them (`devbatch-adb`) linked, or your own
+//! operation registered under that name.
 //!
 //! A pool file can declare mock fleets too (`backend = "mock"`, see [`MockBackend`]).
 

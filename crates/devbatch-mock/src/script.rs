@@ -236,7 +236,8 @@ impl Script {
         self
     }
 
-    /// Fails the first `n` attempts first.
+    /// Fails the first `n` attempts first. Attempts are counted over the device's life, not per
+    /// batch: a device reused by later batches has used them up.
     pub fn flaky(mut self, n: u32) -> Self {
         self.fail_first = n;
         self
