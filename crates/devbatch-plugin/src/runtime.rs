@@ -1,41 +1,4 @@
 //! [`PluginRuntime`]: the plugin's own tokio runtime, for backend plugins that do I/O.
-//!
-//! A plugin is a separate copy of every crate it uses, tokio included. The host polls the
-//! plugin's futures on the host's runtime threads, but the plugin's copy of tokio keeps its
-//! "current runtime" in its own thread-locals, which the host's runtime never sets: in plugin
-//! code, `tokio::runtime::Handle::try_current()` fails, and anything that needs a reactor or a
-//! timer (`tokio::net`, `tokio::process`, `tokio::fs`, `tokio::time::sleep`, `tokio::spawn`)
-//! panics with "there is no reactor running". Code that only needs wakers (`tokio::sync`
-//! channels, mutexes, `Notify`, awaiting a `JoinHandle`) works anywhere.
-//!
-//! So a plugin that does I/O runs it on a runtime of its own, created on first use, and awaits
-//! the result from the host's side through a `JoinHandle`:
-//!
-//! ```
-//! use devbatch_core::{Command, CommandOutput, DeviceError};
-//! use devbatch_plugin::PluginRuntime;
-//!
-//! static IO: PluginRuntime = PluginRuntime::new("my-plugin-io", 1);
-//!
-//! // In the plugin's `impl Device`:
-//! async fn run(command: &Command) -> Result<CommandOutput, DeviceError> {
-//!     let command = command.clone();
-//!     IO.spawn(async move {
-//!         // Here tokio's reactor and timer are those of the plugin's runtime.
-//!         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-//!         Ok(CommandOutput { exit_code: 0, stdout: command.to_shell_line().into(), stderr: vec![] })
-//!     })
-//!     .await?
-//! }
-//! # // A "host" runtime without reactor or timer: the work still runs, on `IO`.
-//! # let host = tokio::runtime::Builder::new_current_thread().build().unwrap();
-//! # let out = host.block_on(run(&Command::shell("true"))).unwrap();
-//! # assert_eq!(out.stdout, b"true");
-//! ```
-//!
-//! Dropping the future [`PluginRuntime::spawn`] returns (the engine does, on a timeout or a
-//! cancellation) aborts the task on the plugin's runtime, so the work stops as it would on the
-//! host's runtime.
 
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -47,6 +10,43 @@ use tokio::task::JoinHandle;
 
 /// A multi-threaded tokio runtime owned by a plugin, started on first use and never shut down
 /// (the plugin's library is never unloaded). Declare one as a `static` in the plugin crate.
+///
+/// A plugin is a separate copy of every crate it uses, tokio included. The host polls the
+/// plugin's futures on the host's runtime threads, but the plugin's copy of tokio keeps its
+/// "current runtime" in its own thread-locals, which the host's runtime never sets: in plugin
+/// code, `tokio::runtime::Handle::try_current()` fails, and anything that needs a reactor or a
+/// timer (`tokio::net`, `tokio::process`, `tokio::fs`, `tokio::time::sleep`, `tokio::spawn`)
+/// panics with "there is no reactor running". Code that only needs wakers (`tokio::sync`
+/// channels, mutexes, `Notify`, awaiting a `JoinHandle`) works anywhere.
+///
+/// So a plugin that does I/O runs it on a runtime of its own, created on first use, and awaits
+/// the result from the host's side through a `JoinHandle`:
+///
+/// ```
+/// use devbatch_core::{Command, CommandOutput, DeviceError};
+/// use devbatch_plugin::PluginRuntime;
+///
+/// static IO: PluginRuntime = PluginRuntime::new("my-plugin-io", 1);
+///
+/// // In the plugin's `impl Device`:
+/// async fn run(command: &Command) -> Result<CommandOutput, DeviceError> {
+///     let command = command.clone();
+///     IO.spawn(async move {
+///         // Here tokio's reactor and timer are those of the plugin's runtime.
+///         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+///         Ok(CommandOutput { exit_code: 0, stdout: command.to_shell_line().into(), stderr: vec![] })
+///     })
+///     .await?
+/// }
+/// # // A "host" runtime without reactor or timer: the work still runs, on `IO`.
+/// # let host = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # let out = host.block_on(run(&Command::shell("true"))).unwrap();
+/// # assert_eq!(out.stdout, b"true");
+/// ```
+///
+/// Dropping the future [`spawn`](Self::spawn) returns (the engine does, on a timeout or a
+/// cancellation) aborts the task on the plugin's runtime, so the work stops as it would on the
+/// host's runtime.
 #[derive(Debug)]
 pub struct PluginRuntime {
     thread_name: &'static str,

@@ -141,7 +141,7 @@ impl Operation for InstallAppOperation {
             Err(e) => Err(OperationError::InvalidParam {
                 operation: "install_app".into(),
                 param: "app_path".into(),
-                expected: "an existing APK file".into(),
+                expected: "the path of an existing file (the APK)".into(),
                 got: format!("{path:?} ({e})"),
             }),
         }
