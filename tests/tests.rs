@@ -482,29 +482,19 @@ count = 30
 hang = true
 "#,
     );
-    let mut child = dir
-        .command()
-        .args([
-            "--pool",
-            pool.to_str().unwrap(),
-            "run",
-            "info",
-            "-j",
-            "10",
-            "-o",
-            "json",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = dir.spawn(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "info",
+        "-j",
+        "10",
+        "-o",
+        "json",
+    ]);
     std::thread::sleep(Duration::from_millis(700));
     let sent = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    util::interrupt(&child);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -903,14 +893,7 @@ fn a_closed_stdout_loses_nothing_and_panics_nowhere() {
         vec!["ops"],
     ] {
         let _ = std::fs::remove_file(&report);
-        let mut child = dir
-            .command()
-            .args(["--pool", pool.to_str().unwrap()])
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = dir.spawn(&[&["--pool", pool.to_str().unwrap()][..], &args].concat());
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1060,31 +1043,22 @@ fn remote_processes_do_not_outlive_the_cli_run() {
     );
 
     std::fs::remove_file(&pidfile).unwrap();
-    let child = dir
-        .command()
-        .args([
-            "--pool",
-            pool.to_str().unwrap(),
-            "run",
-            "shell",
-            "--param",
-            &cmd,
-        ])
-        .args(["-o", "json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = dir.spawn(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "shell",
+        "--param",
+        &cmd,
+        "-o",
+        "json",
+    ]);
     let started = Instant::now();
     while read_pid() == 0 {
         assert!(started.elapsed() < Duration::from_secs(20), "never started");
         std::thread::sleep(Duration::from_millis(20));
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    util::interrupt(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     let pid = read_pid();

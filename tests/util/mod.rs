@@ -45,6 +45,16 @@ impl Dir {
         cmd
     }
 
+    /// Starts `devbatch ARGS` with stdout and stderr captured, without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start devbatch")
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         Run(self.command().args(args).output().expect("run devbatch"))
     }
@@ -129,4 +139,13 @@ pub fn plugin_library(lib_name: &str) -> PathBuf {
     ));
     assert!(lib.is_file(), "{} was not built", lib.display());
     lib
+}
+
+/// Sends SIGINT (Ctrl-C) to a running `devbatch`.
+pub fn interrupt(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("send SIGINT");
 }
