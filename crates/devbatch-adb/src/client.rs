@@ -4,7 +4,7 @@
 //! Cancellation is by drop: a [`Conn`] owns its socket, so dropping the future that holds it
 //! closes the socket, and the server then closes the device stream (CLSE) for us. A streamed
 //! service (sync, shell, exec) arms [`Conn::reset_unless_finished`] so that this close is a
-//! reset: a normal close would let the server first relay what it still buffers.
+//! reset: after a normal close the server would first relay all we had written.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -271,8 +271,10 @@ impl Conn {
     /// (a timeout, a cancellation, an error). For streamed services: on a normal close the adb
     /// server would still relay what it has buffered (the rest of an upload, a push's DONE) and
     /// only then close the device stream, so a timed-out push or install could complete on the
-    /// device long after, keeping a slow device busy meanwhile. A reset makes the server discard
-    /// the unsent data and close the device stream at once.
+    /// device long after, keeping a slow device busy meanwhile. After a reset the server relays
+    /// at most what it had already read from the connection (about one socket buffer, a few
+    /// hundred KiB on loopback), discards everything still on our side, and closes the device
+    /// stream.
     pub(crate) fn reset_unless_finished(mut self) -> Conn {
         self.reset_on_drop = true;
         self

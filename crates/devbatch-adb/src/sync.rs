@@ -22,8 +22,9 @@ use crate::protocol::{
 /// its connection instead of closing it ([`Conn::reset_unless_finished`]): a normal close would
 /// let the adb server relay what is already buffered, DONE included, so a push that timed out
 /// could still complete on the device long after (and keep a slow device busy meanwhile). A
-/// reset discards the unsent data and the server closes the device stream at once, so the
-/// device drops the partial file.
+/// reset discards the data still on our side; the server relays at most what it had already
+/// read (about one socket buffer) and closes the device stream, so the device drops the
+/// partial file.
 pub(crate) struct SyncSession {
     conn: Conn,
     stat_v2: bool,

@@ -540,8 +540,11 @@ async fn instrumentation_runs_are_parsed_per_test() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_install_dropped_by_a_timeout_never_completes_on_the_device() {
-    const RATE: u64 = 32 * 1024;
-    const PAD: usize = 256 * 1024; // 8 s at RATE
+    // The APK is many times what the adb server may already hold when the connection is reset
+    // (its first read plus one socket buffer, a few hundred KiB on loopback): that part may
+    // still reach the device, the rest must not.
+    const RATE: u64 = 256 * 1024;
+    const PAD: usize = 2 * 1024 * 1024; // 8 s at RATE
     let server = server().await;
     // Both streamed methods: abb_exec, and exec:cmd where abb_exec is missing.
     let (abb, abb_s) = device(&server, DeviceConfig::modern("slow-abb")).await;
