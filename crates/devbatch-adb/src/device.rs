@@ -451,10 +451,13 @@ impl AdbDevice {
     ) -> Result<TransferStats, AdbError> {
         let mut session = self.sync().await?;
         let Some(mut st) = session.stat(remote).await? else {
-            return Err(AdbError::Remote(format!(
-                "remote path '{remote}' does not exist on {}",
-                self.serial
-            )));
+            return Err(AdbError::Remote {
+                context: format!("remote path '{remote}' on {}", self.serial),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no such file or directory",
+                ),
+            });
         };
         if st.is_symlink() && !remote.ends_with('/') {
             // STAT (v1) does not follow a final symlink (`/sdcard` on old devices); a trailing

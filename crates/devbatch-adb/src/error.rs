@@ -38,9 +38,16 @@ pub(crate) enum AdbError {
     /// The server or device broke the protocol.
     #[error("{0}")]
     Protocol(String),
-    /// The device reported a failure (sync `FAIL`, a tool's error text).
-    #[error("{0}")]
-    Remote(String),
+    /// A file operation failed on the device (a sync `FAIL`, a missing path): a remote I/O
+    /// error.
+    #[error("{context}: {source}")]
+    Remote {
+        /// What was being done ("failed to read '/sdcard/x' on the device").
+        context: String,
+        /// The device's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// Bad input (a path too long for the protocol, ...).
     #[error("{0}")]
     InvalidInput(String),
@@ -110,7 +117,8 @@ impl From<AdbError> for DeviceError {
             AdbError::ServerUnreachable { .. } | AdbError::NotFound { .. } => {
                 DeviceError::Unreachable(e.to_string())
             }
-            AdbError::ServerFail { .. } | AdbError::Remote(_) => DeviceError::Failed(e.to_string()),
+            AdbError::ServerFail { .. } => DeviceError::Failed(e.to_string()),
+            AdbError::Remote { context, source } => DeviceError::Io { context, source },
             AdbError::NotReady { state, hint } => DeviceError::NotReady { state, hint },
             AdbError::Refused(_) | AdbError::Unsupported(_) => {
                 DeviceError::Unsupported(e.to_string())

@@ -136,10 +136,10 @@ impl SyncSession {
             match parse_stat_v2(body) {
                 Ok(st) => Ok(Some(st)),
                 Err(2) => Ok(None),
-                Err(errno) => Err(AdbError::Remote(format!(
-                    "cannot stat remote '{path}': {}",
-                    errno_text(errno)
-                ))),
+                Err(errno) => Err(AdbError::Remote {
+                    context: format!("cannot stat remote '{path}'"),
+                    source: std::io::Error::other(errno_text(errno)),
+                }),
             }
         } else {
             self.send(&sync_path_request(b"STAT", path)?, &what).await?;
@@ -170,9 +170,10 @@ impl SyncSession {
                 let mut len = [0u8; 4];
                 self.read_exact(&mut len, &what).await?;
                 let msg = self.read_fail(u32::from_le_bytes(len), &what).await?;
-                return Err(AdbError::Remote(format!(
-                    "cannot list remote '{dir}': {msg}"
-                )));
+                return Err(AdbError::Remote {
+                    context: format!("cannot list remote '{dir}'"),
+                    source: std::io::Error::other(msg),
+                });
             }
             let mut body = vec![0u8; stat_len + 4];
             self.read_exact(&mut body, &what).await?;
@@ -282,9 +283,10 @@ impl SyncSession {
             b"OKAY" => Ok(sent),
             b"FAIL" => {
                 let msg = self.read_fail(len, "reading a push failure").await?;
-                Err(AdbError::Remote(format!(
-                    "failed to write '{remote}' on the device: {msg}"
-                )))
+                Err(AdbError::Remote {
+                    context: format!("failed to write '{remote}' on the device"),
+                    source: std::io::Error::other(msg),
+                })
             }
             other => Err(unexpected(other, "OKAY or FAIL")),
         }
@@ -301,9 +303,10 @@ impl SyncSession {
         if matches!(read, Ok(Ok(_))) && &h[..4] == b"FAIL" {
             let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
             if let Ok(msg) = self.read_fail(len, "reading a push failure").await {
-                return AdbError::Remote(format!(
-                    "failed to write '{remote}' on the device: {msg}"
-                ));
+                return AdbError::Remote {
+                    context: format!("failed to write '{remote}' on the device"),
+                    source: std::io::Error::other(msg),
+                };
             }
         }
         broken
@@ -349,9 +352,10 @@ impl SyncSession {
                 b"DONE" => break,
                 b"FAIL" => {
                     let msg = self.read_fail(len, &what).await?;
-                    return Err(AdbError::Remote(format!(
-                        "failed to read '{remote}' on the device: {msg}"
-                    )));
+                    return Err(AdbError::Remote {
+                        context: format!("failed to read '{remote}' on the device"),
+                        source: std::io::Error::other(msg),
+                    });
                 }
                 other => return Err(unexpected(other, "DATA, DONE or FAIL")),
             }

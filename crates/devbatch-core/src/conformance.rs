@@ -225,7 +225,7 @@ pub async fn directory_round_trip(device: &dyn Device, suite: &Suite) {
     );
 }
 
-/// Pulling a file that does not exist is an error and leaves nothing behind.
+/// Pulling a file that does not exist is an I/O error naming the path and leaves nothing behind.
 pub async fn missing_remote_file(device: &dyn Device, suite: &Suite) {
     let dir = tempfile::tempdir().expect("temp dir");
     let local = dir.path().join("never.bin");
@@ -234,6 +234,11 @@ pub async fn missing_remote_file(device: &dyn Device, suite: &Suite) {
         .pull(&remote, &local)
         .await
         .expect_err("missing_remote_file: pull succeeded");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Io,
+        "missing_remote_file: a missing remote path is an I/O error: {err}"
+    );
     assert!(
         err.to_string().contains("no-such-file"),
         "missing_remote_file: the error should name the path: {err}"
