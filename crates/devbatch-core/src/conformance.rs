@@ -63,6 +63,7 @@ pub async fn run_all(device: &dyn Device, suite: &Suite) {
     }
     push_pull_round_trip(device, suite).await;
     directory_round_trip(device, suite).await;
+    parents_are_created(device, suite).await;
     missing_remote_file(device, suite).await;
     timeout_and_recovery(device, suite).await;
 }
@@ -222,6 +223,29 @@ pub async fn directory_round_trip(device: &dyn Device, suite: &Suite) {
     assert_eq!(
         std::fs::read(back.join("sub dir/b.bin")).expect("b.bin"),
         pseudo_random(70_000)
+    );
+}
+
+/// A push creates the remote parent folders it needs, as `adb push` does (`scp` does not), so
+/// a batch can push to a path the devices do not have yet.
+pub async fn parents_are_created(device: &dyn Device, suite: &Suite) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = dir.path().join("f.txt");
+    std::fs::write(&local, b"deep").expect("write source");
+    let remote = format!("{}/new parent/deeper/f.txt", suite.remote_dir);
+    device
+        .push(&local, &remote)
+        .await
+        .unwrap_or_else(|e| panic!("parents_are_created: push: {e}"));
+    let back = dir.path().join("back.txt");
+    device
+        .pull(&remote, &back)
+        .await
+        .unwrap_or_else(|e| panic!("parents_are_created: pull: {e}"));
+    assert_eq!(
+        std::fs::read(&back).expect("read back"),
+        b"deep",
+        "parents_are_created: content differs"
     );
 }
 

@@ -283,7 +283,7 @@ pub trait Device: Any + Send + Sync + fmt::Debug {
     async fn run(&self, command: &Command) -> Result<CommandOutput, DeviceError>;
 
     /// Copies a local file or directory (recursively) to `remote`, which names the copy itself,
-    /// not the folder to put it in.
+    /// not the folder to put it in. Missing folders above `remote` are created.
     async fn push(&self, local: &Path, remote: &str) -> Result<TransferStats, DeviceError>;
 
     /// Copies a remote file or directory (recursively) to `local`. A pull that breaks leaves

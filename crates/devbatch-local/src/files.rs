@@ -19,9 +19,9 @@ impl Drop for TempFile {
     }
 }
 
-/// Copies `src` (a file, or a directory recursively) to `dst`. Each file is written under a
-/// temporary name beside its destination and renamed when complete; dropping the future
-/// removes the temporary file.
+/// Copies `src` (a file, or a directory recursively) to `dst`, creating the folders `dst` needs.
+/// Each file is written under a temporary name beside its destination and renamed when
+/// complete; dropping the future removes the temporary file.
 pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferStats, DeviceError> {
     let meta = tokio::fs::metadata(src)
         .await
@@ -56,6 +56,11 @@ pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferSt
             }
         }
     } else {
+        if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| DeviceError::io(format!("create {}", parent.display()), e))?;
+        }
         stats.bytes = copy_file(src, dst).await?;
         stats.files = 1;
     }

@@ -229,6 +229,7 @@ pub(crate) async fn push(
         .await
         .map_err(|e| local_err("read", local, e))?;
     let sftp = Sftp::open(conn).await?;
+    make_remote_parents(&sftp, remote).await?;
     let mut stats = TransferStats::default();
     if !meta.is_dir() {
         stats.bytes = push_file(&sftp, local, remote, mode_of(&meta)).await?;
@@ -270,6 +271,47 @@ pub(crate) async fn push(
         }
     }
     Ok(stats)
+}
+
+/// The folder holding `path`, or `None` for a name in the current folder or the root.
+fn remote_parent(path: &str) -> Option<&str> {
+    let path = path.trim_end_matches('/');
+    let parent = path[..path.rfind('/')?].trim_end_matches('/');
+    (!parent.is_empty()).then_some(parent)
+}
+
+/// Creates the missing folders above `remote` (with the server's default mode), as `adb push`
+/// does; a folder another push created meanwhile is fine.
+async fn make_remote_parents(sftp: &Sftp, remote: &str) -> Result<(), SshError> {
+    let mut missing = Vec::new();
+    let mut dir = remote_parent(remote);
+    while let Some(d) = dir {
+        match sftp.session.metadata(d).await {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(SshError::Sftp {
+                    target: sftp.conn.display.clone(),
+                    op: "mkdir",
+                    path: d.to_string(),
+                    message: "exists and is not a directory".into(),
+                    kind: std::io::ErrorKind::AlreadyExists,
+                });
+            }
+            Err(_) => {
+                missing.push(d);
+                dir = remote_parent(d);
+            }
+        }
+    }
+    for d in missing.into_iter().rev() {
+        if let Err(e) = sftp.session.create_dir(d).await {
+            let made_meanwhile = matches!(sftp.session.metadata(d).await, Ok(m) if m.is_dir());
+            if !made_meanwhile {
+                return Err(sftp.err("mkdir", d, e));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn make_remote_dir(sftp: &Sftp, path: &str, mode: u32) -> Result<(), SshError> {
@@ -509,5 +551,14 @@ mod tests {
         assert!(temp_sibling_remote("rel").starts_with(".rel.devbatch-"));
         assert_eq!(join_remote("/a/", "b"), "/a/b");
         assert_eq!(join_remote("/a", "b c"), "/a/b c");
+    }
+
+    #[test]
+    fn parents_of_absolute_and_relative_paths() {
+        assert_eq!(remote_parent("/srv/a b/f.txt"), Some("/srv/a b"));
+        assert_eq!(remote_parent("/srv//dir/"), Some("/srv"));
+        assert_eq!(remote_parent("/f.txt"), None);
+        assert_eq!(remote_parent("sub/f.txt"), Some("sub"));
+        assert_eq!(remote_parent("f.txt"), None);
     }
 }
