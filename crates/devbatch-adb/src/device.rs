@@ -428,13 +428,13 @@ impl AdbDevice {
             .await
             .map_err(|e| AdbError::io(format!("read {}", local.display()), e))?;
         let mut files = Vec::new();
+        let mut stats = TransferStats::default();
         if meta.is_dir() {
-            collect_files(local, remote, &mut files).await?;
+            stats.skipped = collect_files(local, remote, &mut files).await?;
         } else {
             files.push((local.to_path_buf(), remote.to_string()));
         }
         let mut session = self.sync().await?;
-        let mut stats = TransferStats::default();
         for (path, dest) in files {
             let (mode, mtime) = local_mode(&path).await?;
             stats.bytes += session.send_file(&path, &dest, mode, mtime).await?;
@@ -498,6 +498,9 @@ impl AdbDevice {
                     } else if entry.is_file() || entry.is_symlink() {
                         stats.bytes += session.recv_file(&rpath, &lpath).await?;
                         stats.files += 1;
+                    } else {
+                        tracing::warn!(serial = %self.serial, path = %rpath, "skipped: neither a regular file, a symbolic link nor a folder");
+                        stats.skipped += 1;
                     }
                 }
             }
@@ -589,12 +592,14 @@ impl AdbDevice {
     }
 }
 
-/// Every regular file under `dir`, with its remote path under `remote`.
+/// Every regular file under `dir` (symbolic links followed), with its remote path under
+/// `remote`; returns how many entries were skipped as neither files nor folders.
 async fn collect_files(
     dir: &Path,
     remote: &str,
     out: &mut Vec<(std::path::PathBuf, String)>,
-) -> Result<(), AdbError> {
+) -> Result<u64, AdbError> {
+    let mut skipped = 0;
     let mut stack = vec![(dir.to_path_buf(), remote.to_string())];
     while let Some((ldir, rdir)) = stack.pop() {
         let mut entries = tokio::fs::read_dir(&ldir)
@@ -622,10 +627,13 @@ async fn collect_files(
                 stack.push((path, rpath));
             } else if meta.is_file() {
                 out.push((path, rpath));
+            } else {
+                tracing::warn!(path = %path.display(), "skipped: neither a regular file nor a folder");
+                skipped += 1;
             }
         }
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// The mode (with the regular-file type bits) and mtime to send for a local file.

@@ -34,6 +34,11 @@ pub struct Suite {
     pub separate_stderr: bool,
     /// Whether the device can feed stdin to a command.
     pub stdin: bool,
+    /// Whether commands run on the device see the files that push and pull reach, at the same
+    /// paths. Not so for devices that keep files in a sandbox but run commands on this machine
+    /// (mock devices, the `dir` example plugin); checks that make a remote file with a command
+    /// are left out for them.
+    pub commands_see_files: bool,
     /// How long a command may take before the timeout check gives up on it.
     pub timeout_probe: Duration,
 }
@@ -45,6 +50,7 @@ impl Suite {
             remote_dir: remote_dir.into(),
             separate_stderr: true,
             stdin: true,
+            commands_see_files: true,
             timeout_probe: Duration::from_millis(500),
         }
     }
@@ -64,6 +70,7 @@ pub async fn run_all(device: &dyn Device, suite: &Suite) {
     push_pull_round_trip(device, suite).await;
     directory_round_trip(device, suite).await;
     parents_are_created(device, suite).await;
+    special_files_are_counted(device, suite).await;
     missing_remote_file(device, suite).await;
     timeout_and_recovery(device, suite).await;
 }
@@ -246,6 +253,58 @@ pub async fn parents_are_created(device: &dyn Device, suite: &Suite) {
         std::fs::read(&back).expect("read back"),
         b"deep",
         "parents_are_created: content differs"
+    );
+}
+
+/// A FIFO inside a copied folder is left out, in either direction (pull only where
+/// [`Suite::commands_see_files`]), and counted as skipped beside the files that were copied;
+/// the copy does not hang reading it.
+pub async fn special_files_are_counted(device: &dyn Device, suite: &Suite) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path().join("with fifo");
+    std::fs::create_dir(&src).expect("mkdir");
+    std::fs::write(src.join("plain.txt"), b"plain").expect("write");
+    let made = std::process::Command::new("mkfifo")
+        .arg(src.join("pipe"))
+        .status()
+        .expect("special_files_are_counted: run mkfifo");
+    assert!(made.success(), "special_files_are_counted: mkfifo failed");
+    let remote = format!("{}/with fifo", suite.remote_dir);
+    let pushed = device
+        .push(&src, &remote)
+        .await
+        .unwrap_or_else(|e| panic!("special_files_are_counted: push: {e}"));
+    assert_eq!(
+        (pushed.files, pushed.skipped),
+        (1, 1),
+        "special_files_are_counted: push {pushed:?}"
+    );
+    if !suite.commands_see_files {
+        return;
+    }
+    let out = device
+        .run(&Command::argv(["mkfifo", &format!("{remote}/remote pipe")]))
+        .await
+        .expect("special_files_are_counted: run mkfifo on the device");
+    assert_eq!(
+        out.exit_code,
+        0,
+        "special_files_are_counted: mkfifo on the device: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back = dir.path().join("back");
+    let pulled = device
+        .pull(&remote, &back)
+        .await
+        .unwrap_or_else(|e| panic!("special_files_are_counted: pull: {e}"));
+    assert_eq!(
+        (pulled.files, pulled.skipped),
+        (1, 1),
+        "special_files_are_counted: pull {pulled:?}"
+    );
+    assert_eq!(
+        std::fs::read(back.join("plain.txt")).expect("plain.txt"),
+        b"plain"
     );
 }
 

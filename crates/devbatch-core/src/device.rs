@@ -230,6 +230,11 @@ pub struct TransferStats {
     pub files: u64,
     /// Bytes of file content transferred.
     pub bytes: u64,
+    /// Entries of a copied folder that were left out because they are neither regular files
+    /// nor folders: FIFOs, sockets, device nodes, and symbolic links where the backend does not
+    /// follow them (see each backend's docs). Each one is logged as a warning with its path.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// What a device should reboot into.

@@ -52,6 +52,9 @@ pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferSt
                 } else if kind.is_file() {
                     stats.bytes += copy_file(&entry.path(), &target).await?;
                     stats.files += 1;
+                } else {
+                    tracing::warn!(path = %entry.path().display(), "skipped: neither a regular file nor a folder");
+                    stats.skipped += 1;
                 }
             }
         }

@@ -2,7 +2,9 @@
 //!
 //! Commands run through `tokio::process` in their own process group; when an operation times
 //! out or is cancelled, the whole group is killed, grandchildren included. Push and pull are
-//! file copies; a pull is written under a temporary name and renamed when complete. `reboot` is
+//! file copies; each file is written under a temporary name and renamed when complete. Inside a
+//! copied folder, symbolic links, FIFOs, sockets and device nodes are not copied but counted as
+//! skipped (and logged). `reboot` is
 //! unsupported on purpose: devbatch never restarts the machine it runs on.
 
 mod device;

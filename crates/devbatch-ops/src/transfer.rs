@@ -73,7 +73,13 @@ impl Operation for PushOperation {
         let local = params.str("local").unwrap_or_default();
         let remote = params.str("remote").unwrap_or_default();
         let stats = device.push(Path::new(local), remote).await?;
-        Ok(json!({"local": local, "remote": remote, "files": stats.files, "bytes": stats.bytes}))
+        Ok(json!({
+            "local": local,
+            "remote": remote,
+            "files": stats.files,
+            "bytes": stats.bytes,
+            "skipped": stats.skipped,
+        }))
     }
 }
 
@@ -154,6 +160,7 @@ impl Operation for PullOperation {
             "local": local.display().to_string(),
             "files": stats.files,
             "bytes": stats.bytes,
+            "skipped": stats.skipped,
         }))
     }
 }

@@ -45,6 +45,7 @@ impl Device for Fake {
         Ok(TransferStats {
             files: 1,
             bytes: self.id.len() as u64,
+            skipped: 0,
         })
     }
 }

@@ -267,6 +267,9 @@ pub(crate) async fn push(
                     .map_err(|e| local_err("stat", &path, e))?;
                 stats.bytes += push_file(&sftp, &path, &target, mode_of(&meta)).await?;
                 stats.files += 1;
+            } else {
+                tracing::warn!(path = %path.display(), "skipped: neither a regular file nor a folder");
+                stats.skipped += 1;
             }
         }
     }
@@ -472,6 +475,9 @@ pub(crate) async fn pull(
             } else if kind.is_file() {
                 stats.bytes += pull_file(&sftp, &source, &target, mode).await?;
                 stats.files += 1;
+            } else {
+                tracing::warn!(host = %sftp.conn.display, path = %source, "skipped: neither a regular file nor a folder");
+                stats.skipped += 1;
             }
         }
     }

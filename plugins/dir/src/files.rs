@@ -67,7 +67,11 @@ pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferSt
         copy_tree(src, &tmp).await?
     } else {
         let bytes = tokio::fs::copy(src, &tmp).await.map_err(at(src))?;
-        TransferStats { files: 1, bytes }
+        TransferStats {
+            files: 1,
+            bytes,
+            ..TransferStats::default()
+        }
     };
     // `rename` replaces a file atomically, but not a non-empty directory.
     if tokio::fs::symlink_metadata(dst)
@@ -103,13 +107,8 @@ async fn copy_tree(src: &Path, dst: &Path) -> Result<TransferStats, CopyError> {
                 stats.bytes += tokio::fs::copy(&path, &target).await.map_err(at(&path))?;
                 stats.files += 1;
             } else {
-                return Err(CopyError {
-                    path,
-                    source: io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        "neither a file, a directory nor a symbolic link",
-                    ),
-                });
+                // FIFOs, sockets, device nodes: left out and counted.
+                stats.skipped += 1;
             }
         }
     }
