@@ -107,9 +107,9 @@ Examples:
   devbatch run info --report last.json; devbatch run info --rerun-failed last.json
 
 Parameters: --param KEY=VALUE takes VALUE as JSON when it parses as JSON (true, 42, [\"a\"],
-{\"k\":1}, \"quoted\") and as a plain string otherwise, except that a parameter the operation
-declares as a string always gets VALUE as written (--param cmd=true runs `true`; see
-`devbatch ops`). --param-str KEY=VALUE always takes a string. --params-json takes one JSON object,
+{\"k\":1}, \"quoted\") and as a plain string otherwise (a VALUE starting with [ or { must be valid
+JSON), except that a parameter the operation declares as a string always gets VALUE as written
+(--param cmd=true runs `true`; see `devbatch ops`). --param-str KEY=VALUE always takes a string. --params-json takes one JSON object,
 inline or @FILE; --param and --param-str override its keys.
 
 Exit codes:

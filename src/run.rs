@@ -224,7 +224,17 @@ fn build_params(args: &RunArgs, text_params: &HashSet<&'static str>) -> Result<V
         let value = if text_params.contains(k) {
             Value::String(v.to_string())
         } else {
-            serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))
+            match serde_json::from_str(v) {
+                Ok(value) => value,
+                // Meant as a JSON list or object but not valid: say why rather than pass a string.
+                Err(e) if v.trim_start().starts_with(['[', '{']) => {
+                    return Err(CliError::Usage(format!(
+                        "--param {k}: the value is not valid JSON ({e}); use --param-str {k}=... \
+                         to pass it as text"
+                    )));
+                }
+                Err(_) => Value::String(v.to_string()),
+            }
         };
         params.insert(k.to_string(), value);
     }

@@ -378,6 +378,18 @@ fn param_values_are_json_when_they_parse_and_strings_otherwise() {
         err,
         "error: parameter 'ok_exit_codes' of operation 'shell' must be a list of integers, got string \"yes\""
     );
+    // A value meant as a JSON list that does not parse says why, instead of becoming a string.
+    let err = shell(&["--param", "cmd=true", "--param", "ok_exit_codes=[1e400]"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: --param ok_exit_codes: the value is not valid JSON (number out of range at line 1 column 6); use --param-str ok_exit_codes=... to pass it as text"
+    );
+    let err =
+        shell(&["--param", "cmd=true", "--param", "ok_exit_codes=[0, 1.5]"]).one_line_error(2);
+    assert_eq!(
+        err,
+        "error: parameter 'ok_exit_codes' of operation 'shell' must be a list of integers, got list [0,1.5]"
+    );
     let err = shell(&["--params-json", r#"{"cmd": 42}"#]).one_line_error(2);
     assert_eq!(
         err,

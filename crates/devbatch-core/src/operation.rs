@@ -72,8 +72,19 @@ pub(crate) fn json_type(v: &Value) -> String {
         Value::Number(n) => format!("number {n}"),
         Value::String(s) if s.chars().count() > 40 => "a string".into(),
         Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) => "a list".into(),
-        Value::Object(_) => "an object".into(),
+        Value::Array(_) | Value::Object(_) => {
+            let (short, long) = if v.is_array() {
+                ("list", "a list")
+            } else {
+                ("object", "an object")
+            };
+            let text = v.to_string();
+            if text.chars().count() > 40 {
+                long.into()
+            } else {
+                format!("{short} {text}")
+            }
+        }
     }
 }
 
@@ -376,15 +387,17 @@ mod tests {
         );
         let e = validate_params("shell", &specs(), &json!({"cmd": "x", "codes": [1, "2"]}))
             .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("must be a list of integers, got a list"),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            r#"parameter 'codes' of operation 'shell' must be a list of integers, got list [1,"2"]"#
         );
         let e = validate_params("shell", &specs(), &json!([1])).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "params must be a JSON object of parameter names to values, got a list"
+            "params must be a JSON object of parameter names to values, got list [1]"
         );
+        let long = json!({"cmd": "x", "codes": vec![1.5; 40]});
+        let e = validate_params("shell", &specs(), &long).unwrap_err();
+        assert!(e.to_string().ends_with("got a list"), "{e}");
     }
 }
