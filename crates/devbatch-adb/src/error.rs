@@ -124,7 +124,7 @@ impl From<AdbError> for DeviceError {
                 DeviceError::Unsupported(e.to_string())
             }
             AdbError::Disconnected(m) => DeviceError::Disconnected(m),
-            AdbError::Timeout { after, .. } => DeviceError::Timeout(after),
+            AdbError::Timeout { what, after } => DeviceError::TimedOutWaiting { what, after },
             AdbError::Protocol(m) => DeviceError::Protocol(m),
             AdbError::InvalidInput(m) => DeviceError::InvalidInput(m),
             AdbError::Io { context, source } => DeviceError::Io { context, source },
@@ -163,6 +163,16 @@ mod tests {
         assert!(e.to_string().starts_with("device is offline: "), "{e}");
         let e: DeviceError = AdbError::Disconnected("gone".into()).into();
         assert!(e.is_retryable());
+        let e: DeviceError = AdbError::Timeout {
+            what: "the device to accept 'shell:true'".into(),
+            after: std::time::Duration::from_secs(5),
+        }
+        .into();
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(
+            e.to_string(),
+            "timed out after 5s waiting for the device to accept 'shell:true'"
+        );
         let e: DeviceError = AdbError::NotFound {
             serial: "x".into(),
             server: "127.0.0.1:5037".into(),

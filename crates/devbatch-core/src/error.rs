@@ -115,6 +115,16 @@ pub enum DeviceError {
     /// The time allowed ran out.
     #[error("timed out after {}", fmt_duration(*.0))]
     Timeout(Duration),
+    /// A backend's own time limit on one step ran out (a server that does not answer, a
+    /// device that does not accept a service). Its kind is [`ErrorKind::Timeout`], like
+    /// [`Timeout`](Self::Timeout); the message says what was awaited.
+    #[error("timed out after {} waiting for {what}", fmt_duration(*after))]
+    TimedOutWaiting {
+        /// What was awaited ("the adb server at 127.0.0.1:5037 to answer 'host:devices-l'").
+        what: String,
+        /// The backend's limit.
+        after: Duration,
+    },
     /// The batch's overall deadline (the duration it was set to) passed while the operation
     /// ran. Its kind is [`ErrorKind::Timeout`], like a per-attempt timeout; only the message
     /// tells the two apart. Never retried: the batch is over.
@@ -162,7 +172,9 @@ impl DeviceError {
             DeviceError::Auth(_) => ErrorKind::Auth,
             DeviceError::HostKey(_) => ErrorKind::HostKey,
             DeviceError::NotReady { .. } => ErrorKind::NotReady,
-            DeviceError::Timeout(_) | DeviceError::Deadline(_) => ErrorKind::Timeout,
+            DeviceError::Timeout(_)
+            | DeviceError::TimedOutWaiting { .. }
+            | DeviceError::Deadline(_) => ErrorKind::Timeout,
             DeviceError::Cancelled => ErrorKind::Cancelled,
             DeviceError::Unsupported(_) => ErrorKind::Unsupported,
             DeviceError::OutputLimit { .. } => ErrorKind::OutputLimit,
@@ -180,7 +192,10 @@ impl DeviceError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            DeviceError::Unreachable(_) | DeviceError::Disconnected(_) | DeviceError::Timeout(_)
+            DeviceError::Unreachable(_)
+                | DeviceError::Disconnected(_)
+                | DeviceError::Timeout(_)
+                | DeviceError::TimedOutWaiting { .. }
         )
     }
 
