@@ -44,9 +44,10 @@ Exit codes:
   0    every device succeeded
   1    at least one device failed
   2    usage or configuration error (bad flag, bad pool file, unknown operation or device,
-       invalid params)
+       invalid params, plugin refused)
   3    no device selected
-  130  interrupted (Ctrl-C)
+  4    the devices ran but a report file or stdout could not be written
+  130  interrupted (Ctrl-C); SIGTERM gives 143, SIGHUP 129
 
 Pool lookup, first found wins:
   --pool FILE, $DEVBATCH_POOL, ./devbatch.toml, $XDG_CONFIG_HOME/devbatch/pool.toml
@@ -116,9 +117,12 @@ Exit codes:
   0    every device succeeded
   1    at least one device failed
   2    usage or configuration error (bad flag, bad pool file, unknown operation or device,
-       invalid params)
+       invalid params, plugin refused)
   3    no device selected
-  130  interrupted (Ctrl-C): the report is still complete, unfinished devices `cancelled`";
+  4    the devices ran but a report file or stdout could not be written (the error says which;
+       the other outputs are still written)
+  130  interrupted (Ctrl-C): the report is still complete, unfinished devices `cancelled`;
+       SIGTERM and SIGHUP do the same and give 143 and 129";
 
 /// What `run` does and on which devices.
 #[derive(Debug, Args)]

@@ -15,7 +15,9 @@ pub(crate) mod exit_code {
     pub const USAGE: i32 = 2;
     /// No device selected.
     pub const NO_DEVICES: i32 = 3;
-    /// Interrupted (Ctrl-C).
+    /// The batch ran but a report file or standard output could not be written.
+    pub const OUTPUT_LOST: i32 = 4;
+    /// Interrupted (Ctrl-C) before the batch; SIGTERM and SIGHUP give 143 and 129.
     pub const INTERRUPTED: i32 = 130;
 }
 

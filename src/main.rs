@@ -11,6 +11,7 @@ mod output;
 mod pool_file;
 mod report;
 mod run;
+mod signals;
 
 // Name every backend and operation crate so that the linker keeps their registrations.
 use devbatch_adb as _;
@@ -56,9 +57,19 @@ async fn dispatch(cli: Cli) -> Result<i32, error::CliError> {
         Commands::Run(args) => args.connect_timeout,
         _ => None,
     };
-    let ctx = context::Context::load(cli.pool.as_deref(), &cli.plugins, connect_timeout).await?;
+    // Signals are answered from the start: loading a pool may wait on servers and hosts.
+    let interrupt = signals::Interrupt::listen()
+        .map_err(|e| error::CliError::Usage(format!("cannot watch for signals: {e}")))?;
+    let load = context::Context::load(cli.pool.as_deref(), &cli.plugins, connect_timeout);
+    let ctx = tokio::select! {
+        ctx = load => ctx?,
+        () = interrupt.signalled() => {
+            output::warn("stopped while loading the pool: nothing ran");
+            return Ok(interrupt.exit_code().unwrap_or(error::exit_code::INTERRUPTED));
+        }
+    };
     match cli.command {
-        Commands::Run(args) => run::run(*args, ctx, cli.quiet).await,
+        Commands::Run(args) => run::run(*args, ctx, &interrupt, cli.quiet).await,
         Commands::Devices(args) => list::devices(&args, &ctx),
         Commands::Ops(args) => list::ops(&args, &ctx),
         Commands::Plugins(args) => list::plugins(&args, &ctx),

@@ -3,12 +3,12 @@
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use devbatch_core::{
-    BatchEvent, BatchOptions, BatchResult, CancelHandle, DeviceError, FailurePolicy, LabelSelector,
-    ParamType, Registry, RetryPolicy,
+    BatchEvent, BatchOptions, BatchResult, DeviceError, FailurePolicy, LabelSelector, ParamType,
+    Registry, RetryPolicy,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
@@ -18,11 +18,17 @@ use crate::context::Context;
 use crate::error::{CliError, exit_code};
 use crate::output::{self, ReportFile};
 use crate::report;
+use crate::signals::Interrupt;
 
 /// How long the end of a run waits for backends to clean up (see `BatchOperationManager::shutdown`).
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32, CliError> {
+pub(crate) async fn run(
+    args: RunArgs,
+    ctx: Context,
+    interrupt: &Interrupt,
+    quiet: bool,
+) -> Result<i32, CliError> {
     if !ctx.registry().has_operation(&args.operation) {
         return Err(
             devbatch_core::BatchError::Operation(devbatch_core::OperationError::Unknown {
@@ -50,23 +56,9 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
     let report_file = args.report.as_deref().map(ReportFile::check).transpose()?;
     let junit_file = args.junit.as_deref().map(ReportFile::check).transpose()?;
 
-    // Ctrl-C: the first cancels the batch (a complete report still follows), a second exits.
-    let cancel = CancelHandle::new();
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let (cancel, interrupted) = (cancel.clone(), interrupted.clone());
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Ordering::SeqCst);
-                cancel.cancel();
-                output::warn("interrupted: cancelling; press Ctrl-C again to exit at once");
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(exit_code::INTERRUPTED);
-                }
-            }
-        });
-    }
-    let mut options = options.cancel_handle(cancel);
+    // Ctrl-C, SIGTERM, SIGHUP: the first cancels the batch (a complete report still follows),
+    // a second exits.
+    let mut options = options.cancel_handle(interrupt.cancel_handle());
 
     let progress =
         (args.output == OutputFormat::Human && !quiet && std::io::stderr().is_terminal())
@@ -127,18 +119,20 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
     if let Some(p) = &progress {
         p.finish();
     }
-    let interrupted = interrupted.load(Ordering::SeqCst);
+    let stopped_by = interrupt.exit_code();
+    let interrupted = stopped_by.is_some();
     tracing::info!(%summary, interrupted, "batch finished");
 
-    // Files first: a closed stdout must not lose them.
+    // The devices have run: every output is attempted even when another one fails, files
+    // first so that a closed stdout cannot lose them.
+    let mut unwritten = Vec::new();
     if let Some(r) = &result {
         if let Some(file) = &report_file {
-            file.write(
-                &(serde_json::to_string_pretty(r).expect("results always serialize") + "\n"),
-            )?;
+            let json = serde_json::to_string_pretty(r).expect("results always serialize") + "\n";
+            unwritten.extend(file.write(&json).err());
         }
         if let Some(file) = &junit_file {
-            file.write(&report::junit(r, &args.operation))?;
+            unwritten.extend(file.write(&report::junit(r, &args.operation)).err());
         }
     }
     let text = match (args.output, &result) {
@@ -151,13 +145,18 @@ pub(crate) async fn run(args: RunArgs, ctx: Context, quiet: bool) -> Result<i32,
     {
         // Hold the lock the JSON-lines observer used, in case a device task still runs.
         let _lines = stdout.lock().unwrap_or_else(|p| p.into_inner());
-        output::emit(&text)?;
+        unwritten.extend(output::emit(&text).err());
     }
     // Let backends finish their clean-up (SSH kills the remote processes of commands that
     // timed out or were cancelled) before the process exits; bounded, a second Ctrl-C exits.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ctx.manager().shutdown()).await;
-    Ok(if interrupted {
-        exit_code::INTERRUPTED
+    for e in &unwritten {
+        output::warn(&format!("error: {e}"));
+    }
+    Ok(if !unwritten.is_empty() {
+        exit_code::OUTPUT_LOST
+    } else if let Some(code) = stopped_by {
+        code
     } else if summary.all_succeeded() {
         exit_code::SUCCESS
     } else {

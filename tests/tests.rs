@@ -473,8 +473,11 @@ fn devices_and_ops_list_what_is_there() {
     );
 }
 
+/// Ctrl-C, SIGTERM (timeout(1), CI job limits, `docker stop`) and SIGHUP each cancel the batch
+/// and still give a complete document, exiting 128 + the signal's number.
 #[test]
-fn sigint_yields_a_complete_document_and_exit_130() {
+fn a_signal_yields_a_complete_document_and_its_exit_code() {
+    use nix::sys::signal::Signal;
     let dir = Dir::new();
     let pool = dir.write(
         "fleet.toml",
@@ -494,55 +497,91 @@ count = 30
 hang = true
 "#,
     );
-    let mut child = dir.spawn(&[
+    for (signal, code) in [
+        (Signal::SIGINT, 130),
+        (Signal::SIGTERM, 143),
+        (Signal::SIGHUP, 129),
+    ] {
+        let child = dir.spawn(&[
+            "--pool",
+            pool.to_str().unwrap(),
+            "run",
+            "info",
+            "-j",
+            "10",
+            "-o",
+            "json",
+        ]);
+        std::thread::sleep(Duration::from_millis(700));
+        util::send(&child, signal);
+        let out = util::exit_within(child, Duration::from_secs(5), signal.as_str());
+        assert_eq!(out.status.code(), Some(code), "{signal}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let doc: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{signal}: not valid JSON ({e}): {stdout}"));
+        let map = doc.as_object().unwrap();
+        assert_eq!(map.len(), 34, "{signal}: every device has its outcome");
+        assert_eq!(map.values().filter(|o| o["status"] == "success").count(), 4);
+        let cancelled: Vec<_> = map
+            .values()
+            .filter(|o| o["error_kind"] == "cancelled")
+            .collect();
+        assert_eq!(cancelled.len(), 30, "{signal}");
+        assert_eq!(
+            cancelled
+                .iter()
+                .filter(|o| o["error"] == "cancelled")
+                .count(),
+            10,
+            "{signal}: those running when it came"
+        );
+    }
+}
+
+/// A signal while the pool is still loading (here: an adb server that accepts connections and
+/// never answers) stops at once: nothing runs, not even the devices that were ready.
+#[test]
+fn a_signal_while_the_pool_loads_stops_before_anything_runs() {
+    let dir = Dir::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let marker = dir.path().join("ran");
+    let pool = dir.write(
+        "fleet.toml",
+        &format!(
+            r#"
+[[devices]]
+backend = "local"
+
+[[devices]]
+backend = "adb"
+server = "{}"
+discover = true
+"#,
+            silent.local_addr().unwrap()
+        ),
+    );
+    let child = dir.spawn(&[
         "--pool",
         pool.to_str().unwrap(),
         "run",
-        "info",
-        "-j",
-        "10",
-        "-o",
-        "json",
+        "shell",
+        "--param",
+        &format!(
+            "cmd=touch {}",
+            devbatch_core::quote(marker.to_str().unwrap())
+        ),
     ]);
     std::thread::sleep(Duration::from_millis(700));
-    let sent = Instant::now();
     util::interrupt(&child);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(5),
-            "devbatch did not exit within 5 s of SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(130));
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    let doc: Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not valid JSON ({e}): {stdout}"));
-    let map = doc.as_object().unwrap();
-    assert_eq!(map.len(), 34, "every device has its outcome");
-    assert_eq!(map.values().filter(|o| o["status"] == "success").count(), 4);
-    let cancelled: Vec<_> = map
-        .values()
-        .filter(|o| o["error_kind"] == "cancelled")
-        .collect();
-    assert_eq!(cancelled.len(), 30);
-    assert_eq!(
-        cancelled
-            .iter()
-            .filter(|o| o["error"] == "cancelled")
-            .count(),
-        10,
-        "those running when interrupted"
+    let out = util::exit_within(child, Duration::from_secs(5), "SIGINT");
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stopped while loading the pool: nothing ran"),
+        "{stderr}"
     );
+    assert!(out.stdout.is_empty());
+    assert!(!marker.exists(), "the local device ran the command");
 }
 
 /// A real adb server on a private port with simulated devices connected to it, and a way to
@@ -887,6 +926,43 @@ fn report_paths_are_checked_before_any_device_is_touched() {
     assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&target).unwrap()).unwrap();
     assert_eq!(doc["local"]["status"], "success");
+}
+
+/// A report that cannot be written once the devices have run (a full disk) does not lose the
+/// results: they are still on stdout, the error says which file, and the exit code is 4.
+#[test]
+fn an_unwritable_report_after_the_run_keeps_the_results_on_stdout() {
+    let dir = Dir::new();
+    for (flag, format) in [("--report", "json"), ("--junit", "jsonl")] {
+        let run = dir.run(&[
+            "run",
+            "shell",
+            "--param",
+            "cmd=echo hi",
+            "-o",
+            format,
+            flag,
+            "/dev/full",
+        ]);
+        assert_eq!(run.code(), 4, "{flag}: {}", run.stderr());
+        assert!(
+            run.stderr()
+                .contains("error: cannot write /dev/full: No space left on device"),
+            "{flag}: {}",
+            run.stderr()
+        );
+        let stdout = run.stdout();
+        if format == "json" {
+            assert_eq!(run.json()["local"]["result"]["stdout"], "hi\n");
+        } else {
+            let lines: Vec<Value> = stdout
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(lines.len(), 2, "a device line and the summary: {stdout}");
+            assert_eq!(lines[0]["device"], "local", "{stdout}");
+        }
+    }
 }
 
 /// `devbatch ... | head -1`: the reader goes away; no panic, the exit code still tells the

@@ -143,9 +143,28 @@ pub fn plugin_library(lib_name: &str) -> PathBuf {
 
 /// Sends SIGINT (Ctrl-C) to a running `devbatch`.
 pub fn interrupt(child: &std::process::Child) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .expect("send SIGINT");
+    send(child, nix::sys::signal::Signal::SIGINT);
+}
+
+/// Sends `signal` to a running `devbatch`.
+pub fn send(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)
+        .unwrap_or_else(|e| panic!("send {signal}: {e}"));
+}
+
+/// Waits for `child` to exit, at most `within` after now, and returns its output.
+pub fn exit_within(
+    mut child: std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> std::process::Output {
+    let sent = std::time::Instant::now();
+    while child.try_wait().expect("wait for devbatch").is_none() {
+        if sent.elapsed() > within {
+            let _ = child.kill();
+            panic!("devbatch did not exit within {within:?} of {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect devbatch's output")
 }

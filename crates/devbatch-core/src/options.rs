@@ -112,6 +112,11 @@ impl CancelHandle {
         self.0.is_cancelled()
     }
 
+    /// Resolves once it has fired (at once if it already has).
+    pub async fn cancelled(&self) {
+        self.0.cancelled().await
+    }
+
     pub(crate) fn token(&self) -> &CancellationToken {
         &self.0
     }
