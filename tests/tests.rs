@@ -3,7 +3,6 @@
 
 mod util;
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
