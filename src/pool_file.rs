@@ -146,6 +146,7 @@ impl PoolFile {
             max_output,
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Device entries' paths are resolved the same way, by their backends (`base_dir`).
         let plugins = raw
             .plugins
             .into_iter()
@@ -165,6 +166,14 @@ impl PoolFile {
         })
     }
 
+    /// The folder relative paths in the file are relative to.
+    fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
     /// The file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -181,7 +190,8 @@ impl PoolFile {
             let at = location(&self.path, &self.text, *offset);
             let fail =
                 |what: String| CliError::Pool(format!("{at}: device entry #{}: {what}", n + 1));
-            let (backend_name, spec) = entry_spec(table, defaults).map_err(&fail)?;
+            let (backend_name, mut spec) = entry_spec(table, defaults).map_err(&fail)?;
+            spec.base_dir = Some(self.base_dir());
             let backend = registry
                 .backend(&backend_name)
                 .map_err(|e| fail(e.to_string()))?;
@@ -250,6 +260,7 @@ fn entry_spec(table: &toml::Table, defaults: &Defaults) -> Result<(String, Devic
             id,
             labels,
             settings,
+            base_dir: None,
         },
     ))
 }

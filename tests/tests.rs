@@ -888,6 +888,33 @@ fn example_pool_files_that_need_no_server_work() {
     assert_eq!(local.json()["scratch"]["result"]["stdout"], "/tmp\n");
 }
 
+/// Relative paths inside a pool file are relative to the file, not to where devbatch runs.
+#[test]
+fn relative_paths_in_a_pool_file_are_relative_to_the_file() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(dir.join("fleet/work dir")).unwrap();
+    dir.write(
+        "fleet/pool.toml",
+        "[[devices]]\nbackend = \"local\"\nid = \"here\"\nworkdir = \"work dir\"\n",
+    );
+    let run = dir.run(&[
+        "--pool",
+        "fleet/pool.toml",
+        "run",
+        "shell",
+        "--param",
+        "cmd=pwd",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    let expected = dir.join("fleet/work dir").canonicalize().unwrap();
+    assert_eq!(
+        run.json()["here"]["result"]["stdout"],
+        format!("{}\n", expected.display())
+    );
+}
+
 #[test]
 fn report_paths_are_checked_before_any_device_is_touched() {
     let dir = Dir::new();

@@ -6,6 +6,7 @@
 //! plugins). Names are unique: a second registration of a name is an error naming both sources.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -25,6 +26,9 @@ pub struct DeviceSpec {
     pub labels: Labels,
     /// Every other key of the entry: the backend's own settings.
     pub settings: Map<String, Value>,
+    /// The folder that relative paths in the settings are relative to: the pool file's
+    /// folder. `None` (a spec built in code) leaves them relative to the current directory.
+    pub base_dir: Option<PathBuf>,
 }
 
 impl DeviceSpec {
@@ -33,6 +37,15 @@ impl DeviceSpec {
     pub fn settings<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         serde_json::from_value(Value::Object(self.settings.clone()))
             .map_err(|e| ConfigError::Settings(e.to_string()))
+    }
+
+    /// A path from the settings as the entry means it: a relative one is joined to
+    /// [`base_dir`](Self::base_dir); absolute paths and `~/...` are left as they are.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        match &self.base_dir {
+            Some(base) if path.is_relative() && !path.starts_with("~") => base.join(path),
+            _ => path.to_path_buf(),
+        }
     }
 }
 

@@ -27,7 +27,8 @@ pub struct LocalBackend;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LocalSettings {
-    /// Working directory of commands (default: the current directory).
+    /// Working directory of commands (default: the current directory); relative to the pool
+    /// file.
     workdir: Option<std::path::PathBuf>,
 }
 
@@ -43,9 +44,10 @@ impl Backend for LocalBackend {
 
     async fn open(&self, spec: DeviceSpec) -> Result<Vec<Arc<dyn Device>>, ConfigError> {
         let settings: LocalSettings = spec.settings()?;
+        let workdir = settings.workdir.map(|dir| spec.resolve_path(&dir));
         let mut device =
             LocalDevice::new(spec.id.as_deref().unwrap_or("local")).with_labels(spec.labels);
-        if let Some(dir) = settings.workdir {
+        if let Some(dir) = workdir {
             if !dir.is_dir() {
                 return Err(ConfigError::Setup(format!(
                     "workdir {} is not a directory",

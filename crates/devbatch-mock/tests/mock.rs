@@ -79,6 +79,7 @@ async fn the_backend_builds_fleets_from_pool_settings() {
         .as_object()
         .unwrap()
         .clone(),
+        base_dir: None,
     };
     let devices = MockBackend.open(spec).await.unwrap();
     let ids: Vec<&str> = devices.iter().map(|d| d.id()).collect();

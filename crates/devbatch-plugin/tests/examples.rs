@@ -32,6 +32,7 @@ async fn open_dir_device(registry: &Registry, id: &str, root: &Path) -> Arc<dyn 
             .as_object()
             .unwrap()
             .clone(),
+        base_dir: None,
     };
     let mut devices = registry.backend("dir").unwrap().open(spec).await.unwrap();
     assert_eq!(devices.len(), 1);
@@ -342,6 +343,7 @@ async fn dir_settings_errors_name_the_setting() {
             id: Some("d".into()),
             labels: Default::default(),
             settings: settings.as_object().unwrap().clone(),
+            base_dir: None,
         };
         backend.open(spec)
     };

@@ -165,6 +165,7 @@ async fn a_plugin_backend_that_panics() {
             .as_object()
             .unwrap()
             .clone(),
+        base_dir: None,
     };
 
     let err = backend.open(spec(true)).await.expect_err("open panicked");

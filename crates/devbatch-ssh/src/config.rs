@@ -49,6 +49,7 @@ pub(crate) struct SshSettings {
     pub user: Option<String>,
     #[serde(default)]
     pub identity_files: Vec<PathBuf>,
+    #[serde(default, deserialize_with = "secret_text")]
     pub password: Option<String>,
     pub password_env: Option<String>,
     pub passphrase_env: Option<String>,
@@ -70,6 +71,34 @@ pub(crate) struct SshSettings {
     pub max_handshakes: Option<usize>,
     pub handshake_attempts: Option<u32>,
     pub keepalive: Option<String>,
+}
+
+/// A secret setting: a string, and a value of any other type is refused without showing it
+/// (serde's own message would quote it).
+fn secret_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(Some(s)),
+        serde_json::Value::Null => Ok(None),
+        _ => Err(serde::de::Error::custom(
+            "`password` must be a string (the value given is not shown)",
+        )),
+    }
+}
+
+impl SshSettings {
+    /// Makes the entry's relative file names relative to the pool file (`ssh_config = "none"`
+    /// stays a word).
+    pub(crate) fn resolve_paths(&mut self, spec: &devbatch_core::DeviceSpec) {
+        for path in self
+            .identity_files
+            .iter_mut()
+            .chain(self.known_hosts.iter_mut())
+            .chain(self.user_known_hosts.as_mut())
+            .chain(self.ssh_config.as_mut().filter(|p| p.as_os_str() != "none"))
+        {
+            *path = spec.resolve_path(path);
+        }
+    }
 }
 
 impl fmt::Debug for SshSettings {
@@ -598,6 +627,14 @@ impl SshSettings {
         };
         let mut known_hosts: Vec<PathBuf> =
             self.known_hosts.iter().map(|p| expand_tilde(p)).collect();
+        // Files named in the entry are meant to be read: a missing one is a mistake, not an
+        // empty list (which would only show later as an unknown host key).
+        if let Some(missing) = known_hosts.iter().find(|p| !p.is_file()) {
+            return Err(ConfigError::Setup(format!(
+                "known_hosts file {} does not exist",
+                missing.display()
+            )));
+        }
         let global = PathBuf::from("/etc/ssh/ssh_known_hosts");
         if !known_hosts.contains(&global) {
             known_hosts.push(global);
@@ -744,6 +781,26 @@ mod tests {
         assert!(!format!("{s:?}").contains("hunter2"));
         let t = s.resolve(None).unwrap();
         assert!(!format!("{t:?}").contains("hunter2"));
+        // A password of the wrong type is refused without quoting it.
+        let e = serde_json::from_value::<SshSettings>(serde_json::json!({"password": 98765432}))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("`password` must be a string"), "{e}");
+        assert!(!e.to_string().contains("98765432"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_known_hosts_file_is_named() {
+        let e = settings(serde_json::json!({
+            "host": "x", "ssh_config": "none", "known_hosts": ["/nonexistent/fleet_known_hosts"]
+        }))
+        .resolve(None)
+        .err()
+        .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "known_hosts file /nonexistent/fleet_known_hosts does not exist"
+        );
     }
 
     #[test]

@@ -372,13 +372,25 @@ type Slot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
 static CONNECTIONS: LazyLock<Mutex<HashMap<String, Slot>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-/// The cache key of a target: everything that decides where we connect and what we trust.
-/// Secrets are redacted in `Debug`, so they never reach the key (two entries that differ only
-/// in a password share the connection, which is already authenticated).
+/// The cache key of a target: everything that decides where we connect, what we trust and how
+/// we authenticate. Entries that differ only in their credentials (a password, a passphrase,
+/// the agent) get connections of their own, so that a wrong one fails whatever else runs.
+/// Secrets enter the key only as a hash keyed at random for this process.
 fn cache_key(target: &Target) -> String {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEYED: LazyLock<std::hash::RandomState> = LazyLock::new(std::hash::RandomState::new);
+    let mut credentials = KEYED.build_hasher();
+    target.password.hash(&mut credentials);
+    target.passphrase.hash(&mut credentials);
+    target.use_agent.hash(&mut credentials);
     format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}",
-        target.hop, target.jumps, target.policy, target.known_hosts, target.user_known_hosts
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:x}",
+        target.hop,
+        target.jumps,
+        target.policy,
+        target.known_hosts,
+        target.user_known_hosts,
+        credentials.finish()
     )
 }
 

@@ -90,7 +90,8 @@ impl Backend for SshBackend {
     }
 
     async fn open(&self, spec: DeviceSpec) -> Result<Vec<Arc<dyn Device>>, ConfigError> {
-        let settings: SshSettings = spec.settings()?;
+        let mut settings: SshSettings = spec.settings()?;
+        settings.resolve_paths(&spec);
         let target = settings.resolve(spec.id.as_deref())?;
         let id = spec
             .id

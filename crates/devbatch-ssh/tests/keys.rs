@@ -39,8 +39,17 @@ async fn rsa_ecdsa_and_encrypted_keys_authenticate() {
     let mut s = sshd.settings("127.0.0.1");
     s.insert("identity_files".into(), json!([encrypted]));
     s.insert("passphrase_env".into(), json!("HOME"));
-    let d = device("encrypted", s).await;
-    assert_eq!(d.shell_text("echo in").await.unwrap(), "in");
+    let unlocked = device("encrypted", s).await;
+    assert_eq!(unlocked.shell_text("echo in").await.unwrap(), "in");
+
+    // The same host, user and key without the passphrase does not ride on the connection the
+    // entry with the passphrase opened: it fails on its own, whatever ran before.
+    let mut s = sshd.settings("127.0.0.1");
+    s.insert("identity_files".into(), json!([encrypted]));
+    let locked = device("same-key-no-passphrase", s).await;
+    let err = locked.shell_text("true").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    assert_eq!(unlocked.shell_text("echo still").await.unwrap(), "still");
 
     // Without the passphrase the key is skipped, and the error says why.
     let mut s = sshd.settings("127.0.0.1");

@@ -370,6 +370,7 @@ async fn a_jump_host_forwards_to_the_target() {
         id: None,
         labels: Default::default(),
         settings,
+        base_dir: None,
     };
     let mut opened = devbatch_core::Backend::open(&devbatch_ssh::SshBackend, spec)
         .await

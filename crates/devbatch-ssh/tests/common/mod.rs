@@ -279,6 +279,7 @@ pub async fn device(id: &str, settings: Map<String, Value>) -> Arc<dyn Device> {
         id: Some(id.to_string()),
         labels: Labels::new(),
         settings,
+        base_dir: None,
     };
     let mut devices = SshBackend.open(spec).await.expect("open the ssh device");
     devices.pop().expect("one device")
