@@ -427,6 +427,13 @@ impl AdbDevice {
         let meta = tokio::fs::metadata(local)
             .await
             .map_err(|e| AdbError::io(format!("read {}", local.display()), e))?;
+        if !meta.is_file() && !meta.is_dir() {
+            // A FIFO or a device would be read until the timeout, or forever.
+            return Err(AdbError::InvalidInput(format!(
+                "{} is neither a regular file nor a directory",
+                local.display()
+            )));
+        }
         let mut files = Vec::new();
         let mut stats = TransferStats::default();
         if meta.is_dir() {
@@ -473,6 +480,13 @@ impl AdbDevice {
                     }
                 }
             }
+        }
+        if !st.is_dir() && !st.is_file() && !st.is_symlink() {
+            // A FIFO or a device would be read until the timeout, or forever.
+            return Err(AdbError::InvalidInput(format!(
+                "remote '{remote}' on {} is neither a regular file nor a directory",
+                self.serial
+            )));
         }
         let guard = TempGuard::new(temp_beside(local));
         let mut stats = TransferStats::default();

@@ -258,7 +258,7 @@ pub async fn parents_are_created(device: &dyn Device, suite: &Suite) {
 
 /// A FIFO inside a copied folder is left out, in either direction (pull only where
 /// [`Suite::commands_see_files`]), and counted as skipped beside the files that were copied;
-/// the copy does not hang reading it.
+/// a FIFO named itself is refused as invalid input. Nothing hangs reading one.
 pub async fn special_files_are_counted(device: &dyn Device, suite: &Suite) {
     let dir = tempfile::tempdir().expect("temp dir");
     let src = dir.path().join("with fifo");
@@ -278,6 +278,19 @@ pub async fn special_files_are_counted(device: &dyn Device, suite: &Suite) {
         (pushed.files, pushed.skipped),
         (1, 1),
         "special_files_are_counted: push {pushed:?}"
+    );
+    // The FIFO itself is refused, not read until the timeout.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        device.push(&src.join("pipe"), &format!("{}/pipe", suite.remote_dir)),
+    )
+    .await
+    .expect("special_files_are_counted: a push of a FIFO hung");
+    let err = refused.expect_err("special_files_are_counted: a FIFO was pushed");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "special_files_are_counted: push of a FIFO: {err}"
     );
     if !suite.commands_see_files {
         return;
@@ -305,6 +318,18 @@ pub async fn special_files_are_counted(device: &dyn Device, suite: &Suite) {
     assert_eq!(
         std::fs::read(back.join("plain.txt")).expect("plain.txt"),
         b"plain"
+    );
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        device.pull(&format!("{remote}/remote pipe"), &dir.path().join("pipe")),
+    )
+    .await
+    .expect("special_files_are_counted: a pull of a FIFO hung");
+    let err = refused.expect_err("special_files_are_counted: a FIFO was pulled");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidInput,
+        "special_files_are_counted: pull of a FIFO: {err}"
     );
 }
 

@@ -26,6 +26,13 @@ pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferSt
     let meta = tokio::fs::metadata(src)
         .await
         .map_err(|e| DeviceError::io(format!("read {}", src.display()), e))?;
+    if !meta.is_file() && !meta.is_dir() {
+        // A FIFO or a device would be read until the timeout, or forever.
+        return Err(DeviceError::InvalidInput(format!(
+            "{} is neither a regular file nor a directory",
+            src.display()
+        )));
+    }
     let mut stats = TransferStats::default();
     if meta.is_dir() {
         refuse_copy_into_itself(src, dst).await?;

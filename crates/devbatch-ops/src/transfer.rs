@@ -53,12 +53,20 @@ impl Operation for PushOperation {
 
     fn validate(&self, params: &Params) -> Result<(), OperationError> {
         let local = params.str("local").unwrap_or_default();
-        if let Err(e) = std::fs::metadata(local) {
+        let problem = match std::fs::metadata(local) {
+            Err(e) => Some(e.to_string()),
+            Ok(m) if !m.is_file() && !m.is_dir() => {
+                // A FIFO or a device would be read until the timeout (or forever: /dev/zero).
+                Some("neither a regular file nor a directory".to_string())
+            }
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
             return Err(OperationError::InvalidParam {
                 operation: "push".into(),
                 param: "local".into(),
                 expected: "an existing local file or directory".into(),
-                got: format!("{local:?} ({e})"),
+                got: format!("{local:?} ({problem})"),
             });
         }
         non_empty("push", "remote", params)
@@ -126,6 +134,7 @@ impl Operation for PullOperation {
 
     fn validate(&self, params: &Params) -> Result<(), OperationError> {
         non_empty("pull", "remote", params)?;
+        non_empty("pull", "local", params)?;
         let local = params.str("local").unwrap_or_default();
         if !local.contains(DEVICE_PLACEHOLDER) {
             return Err(OperationError::InvalidParam {
@@ -166,15 +175,20 @@ impl Operation for PullOperation {
 }
 
 fn non_empty(operation: &str, param: &str, params: &Params) -> Result<(), OperationError> {
-    if params.str(param).unwrap_or_default().is_empty() {
-        return Err(OperationError::InvalidParam {
-            operation: operation.into(),
-            param: param.into(),
-            expected: "a non-empty path".into(),
-            got: "an empty string".into(),
-        });
-    }
-    Ok(())
+    let path = params.str(param).unwrap_or_default();
+    let got = if path.is_empty() {
+        "an empty string"
+    } else if path.contains('\0') {
+        "a path holding a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(OperationError::InvalidParam {
+        operation: operation.into(),
+        param: param.into(),
+        expected: "a non-empty path without NUL bytes".into(),
+        got: got.into(),
+    })
 }
 
 /// A device id made safe as one path component, one-to-one: two different ids never share a

@@ -106,7 +106,40 @@ async fn pulls_from_ids_that_differ_only_in_unsafe_characters_never_collide() {
 async fn nul_bytes_and_empty_test_commands_are_refused_before_anything_runs() {
     let runs = Arc::new(AtomicUsize::new(0));
     let m = manager(&["d1", "d2"], &runs);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fifo_refused = format!(
+        "parameter 'local' of operation 'push' must be an existing local file or directory, got {:?} (neither a regular file nor a directory)",
+        fifo.to_str().unwrap()
+    );
     let cases = [
+        (
+            "push",
+            json!({"local": fifo, "remote": "/tmp/f"}),
+            fifo_refused.as_str(),
+        ),
+        (
+            "push",
+            json!({"local": dir.path(), "remote": "/tmp/a\u{0}b"}),
+            "parameter 'remote' of operation 'push' must be a non-empty path without NUL bytes, got a path holding a NUL byte",
+        ),
+        (
+            "pull",
+            json!({"remote": "/tmp/a\u{0}b", "local": "out/{device}"}),
+            "parameter 'remote' of operation 'pull' must be a non-empty path without NUL bytes, got a path holding a NUL byte",
+        ),
+        (
+            "pull",
+            json!({"remote": "/tmp/a", "local": "out\u{0}/{device}"}),
+            "parameter 'local' of operation 'pull' must be a non-empty path without NUL bytes, got a path holding a NUL byte",
+        ),
         (
             "shell",
             json!({"cmd": "echo \u{0}"}),

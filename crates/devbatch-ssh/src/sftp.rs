@@ -228,6 +228,13 @@ pub(crate) async fn push(
     let meta = tokio::fs::metadata(local)
         .await
         .map_err(|e| local_err("read", local, e))?;
+    if !meta.is_file() && !meta.is_dir() {
+        // A FIFO or a device would be read until the timeout, or forever.
+        return Err(SshError::InvalidInput(format!(
+            "{} is neither a regular file nor a directory",
+            local.display()
+        )));
+    }
     let sftp = Sftp::open(conn).await?;
     make_remote_parents(&sftp, remote).await?;
     let mut stats = TransferStats::default();
@@ -422,6 +429,13 @@ pub(crate) async fn pull(
         .metadata(remote)
         .await
         .map_err(|e| sftp.err("stat", remote, e))?;
+    if !meta.file_type().is_dir() && !meta.file_type().is_file() {
+        // A FIFO or a device would be read until the timeout, or forever.
+        return Err(SshError::InvalidInput(format!(
+            "remote '{remote}' on {} is neither a regular file nor a directory",
+            sftp.conn.display
+        )));
+    }
     let mut stats = TransferStats::default();
     if !meta.is_dir() {
         stats.bytes = pull_file(

@@ -17,6 +17,13 @@ pub(crate) struct CopyError {
 impl CopyError {
     /// The error as a device error, with what was being done.
     pub(crate) fn into_device_error(self, what: &str) -> DeviceError {
+        if self.source.kind() == io::ErrorKind::InvalidInput {
+            return DeviceError::InvalidInput(format!(
+                "{what}: {}: {}",
+                self.path.display(),
+                self.source
+            ));
+        }
         DeviceError::io(format!("{what}: {}", self.path.display()), self.source)
     }
 }
@@ -56,6 +63,16 @@ fn temp_sibling(dst: &Path) -> PathBuf {
 /// parent directories and replacing what was at `dst`.
 pub(crate) async fn copy_atomically(src: &Path, dst: &Path) -> Result<TransferStats, CopyError> {
     let meta = tokio::fs::metadata(src).await.map_err(at(src))?;
+    if !meta.is_file() && !meta.is_dir() {
+        // A FIFO or a device would be read until the timeout, or forever.
+        return Err(CopyError {
+            path: src.to_path_buf(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "neither a regular file nor a directory",
+            ),
+        });
+    }
     if let Some(parent) = dst.parent() {
         tokio::fs::create_dir_all(parent)
             .await
