@@ -73,6 +73,27 @@ impl Operation for ShellOperation {
             expected: expected.into(),
             got: got.into(),
         };
+        let codes = params
+            .as_map()
+            .get("ok_exit_codes")
+            .and_then(Value::as_array);
+        let impossible = match codes {
+            Some(codes) if codes.is_empty() => Some("an empty list".to_string()),
+            Some(codes) => codes
+                .iter()
+                .find(|c| !c.as_i64().is_some_and(|c| (0..=255).contains(&c)))
+                .map(|c| format!("{c}")),
+            None => None,
+        };
+        if let Some(got) = impossible {
+            // No command can exit otherwise: every device would fail.
+            return Err(OperationError::InvalidParam {
+                operation: "shell".into(),
+                param: "ok_exit_codes".into(),
+                expected: "a non-empty list of exit codes from 0 to 255".into(),
+                got,
+            });
+        }
         match (params.str("cmd"), params.strings("args")) {
             (Some(_), Some(_)) => Err(invalid(
                 "given alone (use either cmd or args)",

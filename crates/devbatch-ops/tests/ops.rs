@@ -162,6 +162,21 @@ async fn nul_bytes_and_empty_test_commands_are_refused_before_anything_runs() {
         ),
         (
             "shell",
+            json!({"cmd": "true", "ok_exit_codes": []}),
+            "parameter 'ok_exit_codes' of operation 'shell' must be a non-empty list of exit codes from 0 to 255, got an empty list",
+        ),
+        (
+            "shell",
+            json!({"cmd": "true", "ok_exit_codes": [0, 4294967296u64]}),
+            "parameter 'ok_exit_codes' of operation 'shell' must be a non-empty list of exit codes from 0 to 255, got 4294967296",
+        ),
+        (
+            "shell",
+            json!({"cmd": "true", "ok_exit_codes": [-1]}),
+            "parameter 'ok_exit_codes' of operation 'shell' must be a non-empty list of exit codes from 0 to 255, got -1",
+        ),
+        (
+            "shell",
             json!({"cmd": ""}),
             "parameter 'cmd' of operation 'shell' must be a non-empty command line, got an empty string",
         ),
