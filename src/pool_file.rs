@@ -301,6 +301,10 @@ pub(crate) async fn embedded_default(
         let (_, spec) = entry_spec(&table, defaults).map_err(CliError::Pool)?;
         match tokio::time::timeout(Duration::from_secs(3), adb.open(spec)).await {
             Ok(Ok(devices)) => add_all(&mut pool, devices).map_err(CliError::Pool)?,
+            // A mistake of the user's (ANDROID_ADB_SERVER_PORT=abc) is worth saying.
+            Ok(Err(e @ devbatch_core::ConfigError::Settings(_))) => {
+                tracing::warn!("no adb devices in the default pool: {e}")
+            }
             Ok(Err(e)) => tracing::debug!("no adb devices in the default pool: {e}"),
             Err(_) => tracing::debug!(
                 "no adb devices in the default pool: the adb server did not answer in 3s"

@@ -888,6 +888,25 @@ fn example_pool_files_that_need_no_server_work() {
     assert_eq!(local.json()["scratch"]["result"]["stdout"], "/tmp\n");
 }
 
+/// The embedded default pool skips an adb server that is not there silently, but says so when
+/// ANDROID_ADB_SERVER_PORT itself is wrong.
+#[test]
+fn a_malformed_adb_port_variable_is_reported() {
+    let dir = Dir::new();
+    let out = dir
+        .command()
+        .env("ANDROID_ADB_SERVER_PORT", "abc")
+        .arg("devices")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ANDROID_ADB_SERVER_PORT must be a port number (1-65535), got \"abc\""),
+        "{stderr}"
+    );
+}
+
 /// Relative paths inside a pool file are relative to the file, not to where devbatch runs.
 #[test]
 fn relative_paths_in_a_pool_file_are_relative_to_the_file() {
