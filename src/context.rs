@@ -16,6 +16,8 @@ pub(crate) struct Context {
     pub plugins: Vec<LoadedPlugin>,
     /// Where the pool came from, for messages.
     pub pool_source: String,
+    /// The pool file, when there is one.
+    pub pool_path: Option<PathBuf>,
 }
 
 impl Context {
@@ -66,6 +68,7 @@ impl Context {
             defaults,
             plugins,
             pool_source,
+            pool_path: file.map(|f| f.path().to_path_buf()),
         })
     }
 

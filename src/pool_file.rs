@@ -77,6 +77,18 @@ fn location(path: &Path, text: &str, offset: usize) -> String {
     format!("{}:{line}", path.display())
 }
 
+/// The key of a `key = value` line whose value starts at `offset`, to name it in messages.
+fn key_before(text: &str, offset: usize) -> Option<&str> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let key = line.split_once('=')?.0.trim();
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    bare.then_some(key)
+}
+
 impl PoolFile {
     pub(crate) fn read(path: &Path) -> Result<Self, CliError> {
         let text = std::fs::read_to_string(path).map_err(|source| CliError::File {
@@ -93,7 +105,15 @@ impl PoolFile {
                 || path.display().to_string(),
                 |s| location(path, &text, s.start),
             );
-            CliError::Pool(format!("{at}: {}", e.message().trim()))
+            let key = e.span().and_then(|s| key_before(&text, s.start));
+            let hint = match key {
+                Some("timeout" | "deadline" | "connect_timeout") => {
+                    " (a duration such as \"30s\" or \"2m\")"
+                }
+                _ => "",
+            };
+            let key = key.map(|k| format!("{k}: ")).unwrap_or_default();
+            CliError::Pool(format!("{at}: {key}{}{hint}", e.message().trim()))
         })?;
         // `file:line` of a value in [defaults].
         let at = |span: std::ops::Range<usize>| location(path, &text, span.start);
@@ -374,9 +394,14 @@ mod tests {
             "{e}"
         );
         let e = parse("[defaults]\nconcurrency = \"ten\"\n").unwrap_err();
-        assert!(
-            e.starts_with("fleet.toml:2: invalid type: string \"ten\", expected usize"),
-            "{e}"
+        assert_eq!(
+            e,
+            "fleet.toml:2: concurrency: invalid type: string \"ten\", expected usize"
+        );
+        let e = parse("[defaults]\ntimeout = 5\n").unwrap_err();
+        assert_eq!(
+            e,
+            "fleet.toml:2: timeout: invalid type: integer `5`, expected a string (a duration such as \"30s\" or \"2m\")"
         );
     }
 

@@ -53,6 +53,18 @@ pub(crate) async fn run(
             report.display()
         )));
     }
+    if let Some(pool) = &ctx.pool_path
+        && let Ok(pool) = pool.canonicalize()
+        && let Some(clash) = [&args.report, &args.junit]
+            .into_iter()
+            .flatten()
+            .find(|p| p.canonicalize().is_ok_and(|p| p == pool))
+    {
+        return Err(CliError::Usage(format!(
+            "{} is the pool file: a report written there would replace it",
+            clash.display()
+        )));
+    }
     let report_file = args.report.as_deref().map(ReportFile::check).transpose()?;
     let junit_file = args.junit.as_deref().map(ReportFile::check).transpose()?;
 
@@ -318,10 +330,19 @@ pub(crate) fn select_devices(
                 source,
             })?;
             let report: BatchResult = serde_json::from_str(&text).map_err(|e| {
-                CliError::Usage(format!(
-                    "{} is not a devbatch JSON report: {e}",
-                    path.display()
-                ))
+                let first_line_is_a_device = text
+                    .lines()
+                    .next()
+                    .and_then(|l| serde_json::from_str::<Value>(l).ok())
+                    .is_some_and(|v| v.get("device").is_some());
+                CliError::Usage(if first_line_is_a_device {
+                    format!(
+                        "{} holds JSON lines (-o jsonl); --rerun-failed reads a report written with --report or -o json",
+                        path.display()
+                    )
+                } else {
+                    format!("{} is not a devbatch JSON report: {e}", path.display())
+                })
             })?;
             let failed: Vec<String> = report
                 .failed_ids()

@@ -342,6 +342,25 @@ fn reports_junit_and_rerun_failed() {
         err.starts_with("error: no device selected: every device in good.json succeeded"),
         "{err}"
     );
+
+    // JSON lines are not a report; the message says which file to give instead.
+    let lines = dir.run(&["--pool", pool, "run", "info", "-o", "jsonl"]);
+    std::fs::write(dir.join("run.jsonl"), lines.stdout()).unwrap();
+    let err = dir
+        .run(&["--pool", pool, "run", "info", "--rerun-failed", "run.jsonl"])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        "error: run.jsonl holds JSON lines (-o jsonl); --rerun-failed reads a report written with --report or -o json"
+    );
+    // A report may not replace the pool file it ran from.
+    let err = dir
+        .run(&["--pool", pool, "run", "info", "--report", pool])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        format!("error: {pool} is the pool file: a report written there would replace it")
+    );
 }
 
 #[test]
