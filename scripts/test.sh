@@ -4,8 +4,9 @@
 # It first installs what the tests talk to (the Debian `adb` server, OpenSSH's `sshd` and
 # client tools) when they are missing, with apt-get as root (or through sudo). The tests start
 # their own private servers on loopback: an adb server on a free port with simulated devices
-# connected to it, and sshd instances with their own keys and config. Nothing is skipped: a test
-# whose server is missing fails and says what to install.
+# connected to it, and sshd instances with their own keys and config. Nothing is skipped for a
+# missing server: such a test fails and says what to install. (The only tests not run are the
+# two benchmarks marked #[ignore]; scripts/bench/ runs them.)
 #
 # Usage: scripts/test.sh [extra arguments for `cargo nextest run`]
 set -euo pipefail

@@ -103,15 +103,16 @@ Examples:
   devbatch run shell --param 'args=[\"ls\",\"-l\",\"/my dir\"]'
   devbatch run push --param local=build/app.conf --param remote=/etc/app.conf --select role=web
   devbatch run pull --param remote=/var/log/syslog --param 'local=logs/{device}.log'
-  devbatch run reboot --param wait=true --canary 2 --timeout 5m
+  devbatch run reboot --param wait=true --select backend=adb --canary 2 --timeout 5m
   devbatch run shell --param cmd=true --output jsonl > results.jsonl
   devbatch run info --report last.json; devbatch run info --rerun-failed last.json
 
 Parameters: --param KEY=VALUE takes VALUE as JSON when it parses as JSON (true, 42, [\"a\"],
 {\"k\":1}, \"quoted\") and as a plain string otherwise (a VALUE starting with [ or { must be valid
 JSON), except that a parameter the operation declares as a string always gets VALUE as written
-(--param cmd=true runs `true`; see `devbatch ops`). --param-str KEY=VALUE always takes a string. --params-json takes one JSON object,
-inline or @FILE; --param and --param-str override its keys.
+(--param cmd=true runs `true`; see `devbatch ops`). --param-str KEY=VALUE always takes a
+string. --params-json takes one JSON object, inline or @FILE; --param and --param-str override
+its keys.
 
 Exit codes:
   0    every device succeeded

@@ -21,10 +21,13 @@ pub(crate) struct Context {
 }
 
 impl Context {
+    /// Reads the pool file and loads plugins; builds the devices only when `with_devices` (the
+    /// commands that list operations or plugins need no device, nor the servers behind them).
     pub(crate) async fn load(
         pool: Option<&Path>,
         cli_plugins: &[PathBuf],
         connect_timeout: Option<Duration>,
+        with_devices: bool,
     ) -> Result<Self, CliError> {
         let mut registry = Registry::linked().map_err(|e| CliError::Usage(e.to_string()))?;
         let file = pool_file::find(pool)
@@ -53,6 +56,7 @@ impl Context {
             defaults.connect_timeout = connect_timeout;
         }
         let (pool, pool_source) = match &file {
+            _ if !with_devices => (DevicePool::new(), "no pool (not needed)".to_string()),
             Some(f) => (
                 f.build(&registry, &defaults).await?,
                 format!("pool file {}", f.path().display()),

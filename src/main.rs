@@ -60,7 +60,13 @@ async fn dispatch(cli: Cli) -> Result<i32, error::CliError> {
     // Signals are answered from the start: loading a pool may wait on servers and hosts.
     let interrupt = signals::Interrupt::listen()
         .map_err(|e| error::CliError::Usage(format!("cannot watch for signals: {e}")))?;
-    let load = context::Context::load(cli.pool.as_deref(), &cli.plugins, connect_timeout);
+    let with_devices = matches!(cli.command, Commands::Run(_) | Commands::Devices(_));
+    let load = context::Context::load(
+        cli.pool.as_deref(),
+        &cli.plugins,
+        connect_timeout,
+        with_devices,
+    );
     let ctx = tokio::select! {
         ctx = load => ctx?,
         () = interrupt.signalled() => {

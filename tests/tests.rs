@@ -907,6 +907,31 @@ fn example_pool_files_that_need_no_server_work() {
     assert_eq!(local.json()["scratch"]["result"]["stdout"], "/tmp\n");
 }
 
+/// Listing operations or plugins builds no device, so it needs no server: a pool naming an
+/// adb server that is down still lists them, while `devices` says the server is down.
+#[test]
+fn ops_and_plugins_need_no_device_servers() {
+    let dir = Dir::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let pool = dir.write(
+        "fleet.toml",
+        &format!("[[devices]]\nbackend = \"adb\"\nserver = \"{addr}\"\ndiscover = true\n"),
+    );
+    let pool = pool.to_str().unwrap();
+    let ops = dir.run(&["--pool", pool, "ops"]);
+    assert_eq!(ops.code(), 0, "{}", ops.stderr());
+    assert!(ops.stdout().contains("install_app"), "{}", ops.stdout());
+    let plugins = dir.run(&["--pool", pool, "plugins"]);
+    assert_eq!(plugins.code(), 0, "{}", plugins.stderr());
+    let err = dir.run(&["--pool", pool, "devices"]).one_line_error(2);
+    assert!(
+        err.contains(&format!("cannot reach the adb server at {addr}")),
+        "{err}"
+    );
+}
+
 /// The embedded default pool skips an adb server that is not there silently, but says so when
 /// ANDROID_ADB_SERVER_PORT itself is wrong.
 #[test]

@@ -468,6 +468,10 @@ fn connect(
             None => hop.display(),
         };
         let limiter = handshake_limit(&hop.display(), target.max_handshakes);
+        let started = std::time::Instant::now();
+        // (`tracing`'s macros take `display` for their own helper.)
+        let for_logs = display.clone();
+        tracing::debug!(host = %for_logs, user = %hop.user, "connecting");
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -480,6 +484,7 @@ fn connect(
             .await;
             match result {
                 Err(_) => {
+                    tracing::debug!(host = %for_logs, stage = progress.stage(), "connect timed out");
                     return Err(SshError::ConnectTimeout {
                         target: display,
                         stage: progress.stage(),
@@ -501,8 +506,12 @@ fn connect(
                     tracing::debug!(host = shown, attempt, ?delay, %message, "handshake dropped by the server; retrying");
                     tokio::time::sleep(delay).await;
                 }
-                Ok(Err(Attempt::Fatal(e))) => return Err(e),
+                Ok(Err(Attempt::Fatal(e))) => {
+                    tracing::debug!(host = %for_logs, "connect failed: {e}");
+                    return Err(e);
+                }
                 Ok(Ok((handle, host_key))) => {
+                    tracing::debug!(host = %for_logs, elapsed = ?started.elapsed(), attempts = attempt, "connected and authenticated");
                     let limit = target.max_channels;
                     return Ok(Connection {
                         handle,
