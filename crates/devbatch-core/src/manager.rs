@@ -442,6 +442,17 @@ impl BatchOperationManager {
 
         // Every device never started still gets its one outcome.
         let reason = stopped.unwrap_or(StopReason::Cancelled);
+        let mut pending = pending.peekable();
+        // A failure policy that fired when every device had already started stopped nothing
+        // (cancellation and the deadline stop running devices, so they always count).
+        if pending.peek().is_none()
+            && matches!(
+                stopped,
+                Some(StopReason::CanaryFailed | StopReason::FailureLimit)
+            )
+        {
+            stopped = None;
+        }
         for job in pending {
             let (kind, message) = reason.not_started();
             let outcome =

@@ -496,6 +496,38 @@ async fn canaries_gate_the_rest() {
         .await
         .unwrap();
     assert_eq!(r.summary().succeeded, 8);
+
+    // When every device is a canary, or the limit is reached by the last device, the policy
+    // stopped nothing and the summary does not say it did.
+    let failing = || {
+        manager(
+            (0..3)
+                .map(|i| {
+                    MockDevice::new(format!("d{i}")).on(
+                        "probe",
+                        if i == 2 {
+                            Script::fail(ErrorKind::Failed, "no")
+                        } else {
+                            ok_after(5)
+                        },
+                    )
+                })
+                .collect(),
+        )
+    };
+    for options in [
+        BatchOptions::default().canary(3),
+        BatchOptions::default()
+            .concurrency(1)
+            .failure_policy(FailurePolicy::FailFast),
+    ] {
+        let r = failing()
+            .execute_batch_with("probe", params(), None, &options)
+            .await
+            .unwrap();
+        assert_eq!(r.summary().failed, 1, "{options:?}");
+        assert_eq!(r.summary().stopped, None, "{options:?}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -34,7 +34,7 @@ impl Operation for PushOperation {
             ParamSpec::required(
                 "remote",
                 ParamType::String,
-                "path of the copy on the device",
+                "path of the copy on the device; ending in `/`, the folder to put it in",
             ),
         ]
     }
@@ -79,8 +79,8 @@ impl Operation for PushOperation {
         _ctx: &OperationContext,
     ) -> Result<Value, OperationFailure> {
         let local = params.str("local").unwrap_or_default();
-        let remote = params.str("remote").unwrap_or_default();
-        let stats = device.push(Path::new(local), remote).await?;
+        let remote = into_folder(params.str("remote").unwrap_or_default(), Path::new(local));
+        let stats = device.push(Path::new(local), &remote).await?;
         Ok(json!({
             "local": local,
             "remote": remote,
@@ -174,6 +174,15 @@ impl Operation for PullOperation {
     }
 }
 
+/// `remote` as the path of the copy: a remote ending in `/` names the folder to put it in, so
+/// the local name is added (`/etc/` and `app.conf` give `/etc/app.conf`).
+fn into_folder(remote: &str, local: &Path) -> String {
+    match local.file_name() {
+        Some(name) if remote.ends_with('/') => format!("{remote}{}", name.to_string_lossy()),
+        _ => remote.to_string(),
+    }
+}
+
 fn non_empty(operation: &str, param: &str, params: &Params) -> Result<(), OperationError> {
     let path = params.str(param).unwrap_or_default();
     let got = if path.is_empty() {
@@ -238,6 +247,19 @@ fn local_destination(template: &str, device_id: &str, remote: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remote_ending_in_a_slash_is_the_folder_to_push_into() {
+        assert_eq!(
+            into_folder("/etc/", Path::new("build/app.conf")),
+            "/etc/app.conf"
+        );
+        assert_eq!(into_folder("/srv/", Path::new("site/")), "/srv/site");
+        assert_eq!(
+            into_folder("/etc/app.conf", Path::new("x.conf")),
+            "/etc/app.conf"
+        );
+    }
 
     #[test]
     fn destinations_are_per_device_and_cannot_escape() {
