@@ -5,8 +5,34 @@ use std::borrow::Cow;
 use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::CliError;
+
+/// Held while a document or a line goes to stdout, so that an exit cannot cut it.
+static WRITING: Mutex<()> = Mutex::new(());
+
+/// Holds stdout for one whole write (see [`exit_now`]).
+pub(crate) fn hold_stdout() -> MutexGuard<'static, ()> {
+    WRITING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Exits at once (a second Ctrl-C): kills the local commands still running, lets a write to
+/// stdout under way finish (waiting at most 5 s for a reader that does not read), then exits.
+pub(crate) fn exit_now(code: i32) -> ! {
+    devbatch_local::kill_running();
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(5) {
+        match WRITING.try_lock() {
+            Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => break,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+        }
+    }
+    std::process::exit(code)
+}
 
 /// Characters a terminal acts on rather than shows: control characters, and the bidirectional
 /// overrides and isolates that can make text read differently from what it is.
@@ -41,6 +67,7 @@ pub(crate) fn warn(line: &str) {
 /// Writes `text` to stdout. A reader that went away (`devbatch ... | head -1`) is not an
 /// error: the rest of the output has nowhere to go, and the exit code still tells the outcome.
 pub(crate) fn emit(text: &str) -> Result<(), CliError> {
+    let _whole = hold_stdout();
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(CliError::File {

@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use devbatch_core::{
     BatchEvent, BatchOptions, BatchResult, DeviceError, FailurePolicy, LabelSelector, ParamType,
@@ -76,10 +76,8 @@ pub(crate) async fn run(
         (args.output == OutputFormat::Human && !quiet && std::io::stderr().is_terminal())
             .then(|| Progress::new(ids.len() as u64));
     let stream_lines = args.output == OutputFormat::Jsonl;
-    let stdout = Arc::new(Mutex::new(std::io::stdout()));
     {
         let progress = progress.clone();
-        let stdout = stdout.clone();
         options.observer = Some(Arc::new(move |event: &BatchEvent<'_>| {
             if let Some(p) = &progress {
                 p.on_event(event);
@@ -96,7 +94,9 @@ pub(crate) async fn run(
             }
             if stream_lines && let BatchEvent::Finished { device_id, outcome } = event {
                 let line = report::jsonl_line(device_id, outcome);
-                let mut out = stdout.lock().unwrap_or_else(|p| p.into_inner());
+                // Whole lines only, even when a second Ctrl-C exits meanwhile.
+                let _whole = output::hold_stdout();
+                let mut out = std::io::stdout().lock();
                 // A closed stdout (`| head`) must not stop the batch.
                 let _ = writeln!(out, "{line}");
             }
@@ -154,11 +154,8 @@ pub(crate) async fn run(
         }
         _ => report::jsonl_summary(&summary, interrupted) + "\n",
     };
-    {
-        // Hold the lock the JSON-lines observer used, in case a device task still runs.
-        let _lines = stdout.lock().unwrap_or_else(|p| p.into_inner());
-        unwritten.extend(output::emit(&text).err());
-    }
+    // (`emit` holds stdout as the JSON-lines observer does, in case a device task still runs.)
+    unwritten.extend(output::emit(&text).err());
     // Let backends finish their clean-up (SSH kills the remote processes of commands that
     // timed out or were cancelled) before the process exits; bounded, a second Ctrl-C exits.
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, ctx.manager().shutdown()).await;

@@ -54,7 +54,7 @@ impl Interrupt {
                             cancel.cancel();
                         }
                         // A second signal, of any kind: exit now with the first one's code.
-                        Err(earlier) => std::process::exit(128 + earlier),
+                        Err(earlier) => output::exit_now(128 + earlier),
                     }
                 }
             });

@@ -556,6 +556,63 @@ hang = true
     }
 }
 
+/// A second signal exits at once, and still kills the local commands that were running: nothing
+/// is left behind for a future that will never be dropped.
+#[test]
+fn a_second_signal_exits_at_once_and_leaves_no_local_process() {
+    let dir = Dir::new();
+    let mut pool = String::from("[defaults]\nconcurrency = 200\n");
+    for i in 0..200 {
+        pool.push_str(&format!(
+            "[[devices]]\nbackend = \"local\"\nid = \"l{i}\"\n"
+        ));
+    }
+    let pool = dir.write("fleet.toml", &pool);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let sleep = format!("sleep 987.{nanos:09}");
+    let seconds = format!("987.{nanos:09}").into_bytes();
+    // `sleep` processes with this run's argument (their `sh -c` parents hold the whole line).
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|c| c.split(|b| *b == 0).any(|arg| arg == seconds.as_slice()))
+            .count()
+    };
+    let child = dir.spawn(&[
+        "--pool",
+        pool.to_str().unwrap(),
+        "run",
+        "shell",
+        "--param",
+        &format!("cmd={sleep}"),
+        "-o",
+        "json",
+    ]);
+    let started = Instant::now();
+    while running() < 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the commands never all started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    util::interrupt(&child);
+    // Apart enough to be two signals, soon enough to find commands still being cancelled.
+    std::thread::sleep(Duration::from_millis(20));
+    util::interrupt(&child);
+    let out = util::exit_within(child, Duration::from_secs(5), "two SIGINTs");
+    assert_eq!(out.status.code(), Some(130));
+    let since = Instant::now();
+    while running() > 0 && since.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(running(), 0, "commands outlived devbatch");
+}
+
 /// A signal while the pool is still loading (here: an adb server that accepts connections and
 /// never answers) stops at once: nothing runs, not even the devices that were ready.
 #[test]

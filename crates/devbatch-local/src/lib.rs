@@ -12,6 +12,7 @@ mod files;
 mod process;
 
 pub use device::LocalDevice;
+pub use process::kill_running;
 
 use std::sync::Arc;
 

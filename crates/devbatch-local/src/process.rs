@@ -1,16 +1,53 @@
 //! Running a command as a local process group that dies with its future.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Mutex, PoisonError};
 
 use devbatch_core::{Command, CommandOutput, DeviceError, OutputCollector, Program};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The process groups of the commands running now, for [`kill_running`].
+static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+fn running() -> std::sync::MutexGuard<'static, Option<HashSet<i32>>> {
+    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Kills the process group of every command still running. For a program about to exit
+/// without unwinding (a second Ctrl-C), when no future will be dropped to do it.
+pub fn kill_running() {
+    for pgid in running().take().unwrap_or_default() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
 /// Kills the whole process group when dropped, unless the command finished first.
 struct GroupGuard {
     pgid: Option<Pid>,
+}
+
+impl GroupGuard {
+    fn new(pgid: Option<Pid>) -> Self {
+        if let Some(pgid) = pgid {
+            running()
+                .get_or_insert_with(HashSet::new)
+                .insert(pgid.as_raw());
+        }
+        GroupGuard { pgid }
+    }
+
+    /// The command finished: its group is left alone from now on.
+    fn disarm(&mut self) {
+        if let Some(pgid) = self.pgid.take()
+            && let Some(set) = running().as_mut()
+        {
+            set.remove(&pgid.as_raw());
+        }
+    }
 }
 
 impl Drop for GroupGuard {
@@ -18,6 +55,9 @@ impl Drop for GroupGuard {
         if let Some(pgid) = self.pgid {
             // The group may already be gone; nothing to do then.
             let _ = killpg(pgid, Signal::SIGKILL);
+            if let Some(set) = running().as_mut() {
+                set.remove(&pgid.as_raw());
+            }
         }
     }
 }
@@ -60,9 +100,7 @@ pub(crate) async fn run(
         )),
         _ => DeviceError::io(format!("spawn {}", program_name(command)), e),
     })?;
-    let mut guard = GroupGuard {
-        pgid: child.id().map(|id| Pid::from_raw(id as i32)),
-    };
+    let mut guard = GroupGuard::new(child.id().map(|id| Pid::from_raw(id as i32)));
 
     let stdin_task = {
         let input = command.stdin.clone();
@@ -105,7 +143,7 @@ pub(crate) async fn run(
         .map_err(|e| DeviceError::io("wait for the command", e))?;
     // Finished normally: whatever the command left running on purpose (a daemon that closed
     // its output) is its own business.
-    guard.pgid = None;
+    guard.disarm();
     match status.code() {
         Some(code) => Ok(collector.finish(code)),
         None => {
