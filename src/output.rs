@@ -122,7 +122,7 @@ impl ReportFile {
                 };
                 // Create and remove the temporary file now: the folder exists and is writable.
                 let tmp = file.temporary();
-                std::fs::write(&tmp, b"").map_err(error)?;
+                write_new(&tmp, b"").map_err(error)?;
                 let _ = std::fs::remove_file(&tmp);
                 Ok(file)
             }
@@ -131,9 +131,13 @@ impl ReportFile {
     }
 
     /// The name a new report is written under before it is renamed into place.
+    /// Unique to this process and call, hidden, beside the report.
     fn temporary(&self) -> PathBuf {
-        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
-        name.push(".devbatch-tmp");
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut name = std::ffi::OsString::from(".");
+        name.push(self.path.file_name().unwrap_or_default());
+        name.push(format!(".devbatch-{}-{call}.tmp", std::process::id()));
         self.path.with_file_name(name)
     }
 
@@ -149,12 +153,23 @@ impl ReportFile {
             return std::fs::write(&self.path, text).map_err(error);
         }
         let tmp = self.temporary();
-        std::fs::write(&tmp, text).map_err(error)?;
+        write_new(&tmp, text.as_bytes()).map_err(error)?;
         std::fs::rename(&tmp, &self.path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             error(e)
         })
     }
+}
+
+/// Writes `bytes` to a file that must not exist yet (never through a symlink or into another
+/// run's file); a file that could not be written whole is removed.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)
+        .and_then(|()| file.flush())
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
 }
 
 #[cfg(test)]

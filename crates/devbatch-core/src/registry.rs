@@ -39,11 +39,17 @@ impl DeviceSpec {
             .map_err(|e| ConfigError::Settings(e.to_string()))
     }
 
-    /// A path from the settings as the entry means it: a relative one is joined to
-    /// [`base_dir`](Self::base_dir); absolute paths and `~/...` are left as they are.
+    /// A path from the settings as the entry means it: `~` and `~/...` are in the home folder
+    /// (`$HOME`), another relative path is joined to [`base_dir`](Self::base_dir), an absolute
+    /// one is left as it is.
     pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        if let Ok(rest) = path.strip_prefix("~")
+            && let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty())
+        {
+            return PathBuf::from(home).join(rest);
+        }
         match &self.base_dir {
-            Some(base) if path.is_relative() && !path.starts_with("~") => base.join(path),
+            Some(base) if path.is_relative() => base.join(path),
             _ => path.to_path_buf(),
         }
     }
@@ -321,5 +327,33 @@ impl Registry {
     /// Every registered backend with its source, by name.
     pub fn backends(&self) -> impl Iterator<Item = (&Arc<dyn Backend>, &str)> {
         self.backends.values().map(|e| (&e.item, e.source.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_are_relative_to_the_pool_file_or_home() {
+        let spec = DeviceSpec {
+            base_dir: Some(PathBuf::from("/etc/fleet")),
+            ..DeviceSpec::default()
+        };
+        assert_eq!(
+            spec.resolve_path(Path::new("keys/id")),
+            Path::new("/etc/fleet/keys/id")
+        );
+        assert_eq!(spec.resolve_path(Path::new("/abs")), Path::new("/abs"));
+        let home = PathBuf::from(std::env::var_os("HOME").expect("tests run with HOME set"));
+        assert_eq!(spec.resolve_path(Path::new("~")), home);
+        assert_eq!(spec.resolve_path(Path::new("~/x")), home.join("x"));
+        // A name that only starts with `~` is an ordinary relative name.
+        assert_eq!(
+            spec.resolve_path(Path::new("~x")),
+            Path::new("/etc/fleet/~x")
+        );
+        let in_code = DeviceSpec::default();
+        assert_eq!(in_code.resolve_path(Path::new("rel")), Path::new("rel"));
     }
 }

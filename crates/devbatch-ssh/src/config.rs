@@ -629,10 +629,16 @@ impl SshSettings {
             self.known_hosts.iter().map(|p| expand_tilde(p)).collect();
         // Files named in the entry are meant to be read: a missing one is a mistake, not an
         // empty list (which would only show later as an unknown host key).
-        if let Some(missing) = known_hosts.iter().find(|p| !p.is_file()) {
+        for file in &known_hosts {
+            let problem = match std::fs::metadata(file) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+                Err(_) => "cannot be read",
+                Ok(m) if m.is_dir() => "is a folder",
+                Ok(_) => continue,
+            };
             return Err(ConfigError::Setup(format!(
-                "known_hosts file {} does not exist",
-                missing.display()
+                "known_hosts file {} {problem}",
+                file.display()
             )));
         }
         let global = PathBuf::from("/etc/ssh/ssh_known_hosts");
@@ -787,6 +793,18 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("`password` must be a string"), "{e}");
         assert!(!e.to_string().contains("98765432"), "{e}");
+    }
+
+    #[test]
+    fn known_hosts_may_be_dev_null_but_not_a_folder() {
+        let open = |file: &str| {
+            settings(serde_json::json!({"host": "x", "ssh_config": "none", "known_hosts": [file]}))
+                .resolve(None)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(open("/dev/null"), Ok(()));
+        assert_eq!(open("/"), Err("known_hosts file / is a folder".to_string()));
     }
 
     #[test]
