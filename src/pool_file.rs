@@ -77,16 +77,22 @@ fn location(path: &Path, text: &str, offset: usize) -> String {
     format!("{}:{line}", path.display())
 }
 
-/// The key of a `key = value` line whose value starts at `offset`, to name it in messages.
+/// The key of the `key = value` whose value starts at `offset`, to name it in messages: the
+/// last key before it on its line (inside an inline table too), dotted, or quoted.
 fn key_before(text: &str, offset: usize) -> Option<&str> {
     let before = text.get(..offset)?;
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    let key = line.split_once('=')?.0.trim();
-    let bare = !key.is_empty()
+    let assignment = line.trim_end().strip_suffix('=')?;
+    let key = assignment
+        .rsplit(['{', ','])
+        .next()?
+        .trim()
+        .trim_matches('"');
+    let plain = !key.is_empty()
         && key
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    bare.then_some(key)
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    plain.then_some(key)
 }
 
 impl PoolFile {
@@ -106,7 +112,7 @@ impl PoolFile {
                 |s| location(path, &text, s.start),
             );
             let key = e.span().and_then(|s| key_before(&text, s.start));
-            let hint = match key {
+            let hint = match key.and_then(|k| k.rsplit('.').next()) {
                 Some("timeout" | "deadline" | "connect_timeout") => {
                     " (a duration such as \"30s\" or \"2m\")"
                 }
@@ -398,6 +404,19 @@ mod tests {
             e,
             "fleet.toml:2: concurrency: invalid type: string \"ten\", expected usize"
         );
+        let e = parse("defaults = { retries = 1, concurrency = \"ten\" }\n").unwrap_err();
+        assert!(
+            e.starts_with("fleet.toml:1: concurrency: invalid type"),
+            "{e}"
+        );
+        let e = parse("defaults.timeout = 5\n").unwrap_err();
+        assert!(
+            e.starts_with("fleet.toml:1: defaults.timeout: invalid type"),
+            "{e}"
+        );
+        assert!(e.ends_with("(a duration such as \"30s\" or \"2m\")"), "{e}");
+        let e = parse("[defaults]\n\"retries\" = \"x\"\n").unwrap_err();
+        assert!(e.starts_with("fleet.toml:2: retries: invalid type"), "{e}");
         let e = parse("[defaults]\ntimeout = 5\n").unwrap_err();
         assert_eq!(
             e,

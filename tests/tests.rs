@@ -134,6 +134,21 @@ fn malformed_pool_files_are_named_with_line_and_key() {
         .run(&["--pool", bad.to_str().unwrap(), "devices"])
         .one_line_error(2);
     assert!(err.contains("bad.toml:1: device entry #1: mock device 'a': invalid settings: unknown field `latncy_ms`"), "{err}");
+    // A wrong value names its key, nested ones by their path.
+    let typed = dir.write(
+        "typed.toml",
+        "[[devices]]\nbackend = \"mock\"\nid = \"a\"\n[devices.ops.info]\npanic = true\n",
+    );
+    let err = dir
+        .run(&["--pool", typed.to_str().unwrap(), "devices"])
+        .one_line_error(2);
+    assert_eq!(
+        err,
+        format!(
+            "error: {}:1: device entry #1: mock device 'a': invalid settings: ops.info.panic: invalid type: boolean `true`, expected a string",
+            typed.display()
+        )
+    );
     let syntax = dir.write("syntax.toml", "[defaults]\nconcurrency = 4\n[[devices]\n");
     let err = dir
         .run(&["--pool", syntax.to_str().unwrap(), "devices"])

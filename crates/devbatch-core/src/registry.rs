@@ -34,9 +34,19 @@ pub struct DeviceSpec {
 impl DeviceSpec {
     /// Reads the backend's settings into its own config type. Backends should put
     /// `#[serde(deny_unknown_fields)]` on it so that a misspelt key is an error.
+    /// A wrong value is named by its key (`count: invalid type: ...`).
     pub fn settings<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        serde_json::from_value(Value::Object(self.settings.clone()))
-            .map_err(|e| ConfigError::Settings(e.to_string()))
+        serde_path_to_error::deserialize(Value::Object(self.settings.clone())).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            // (An unknown key's message names it already.)
+            let named = inner.to_string().starts_with("unknown field");
+            ConfigError::Settings(if key == "." || key.is_empty() || named {
+                inner.to_string()
+            } else {
+                format!("{key}: {inner}")
+            })
+        })
     }
 
     /// A path from the settings as the entry means it: `~` and `~/...` are in the home folder

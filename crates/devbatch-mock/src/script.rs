@@ -17,7 +17,10 @@ pub struct Latency {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a number of milliseconds, or [min, max] for a random latency in that range"
+)]
 enum LatencyMs {
     Fixed(u64),
     Range([u64; 2]),

@@ -80,7 +80,7 @@ fn secret_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>,
         serde_json::Value::String(s) => Ok(Some(s)),
         serde_json::Value::Null => Ok(None),
         _ => Err(serde::de::Error::custom(
-            "`password` must be a string (the value given is not shown)",
+            "must be a string (the value given is not shown)",
         )),
     }
 }
@@ -791,7 +791,11 @@ mod tests {
         let e = serde_json::from_value::<SshSettings>(serde_json::json!({"password": 98765432}))
             .err()
             .unwrap();
-        assert!(e.to_string().contains("`password` must be a string"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("must be a string (the value given is not shown)"),
+            "{e}"
+        );
         assert!(!e.to_string().contains("98765432"), "{e}");
     }
 
