@@ -27,6 +27,9 @@ use crate::error::SshError;
 const CHUNK: usize = 256 * 1024;
 
 /// An SFTP session on its own channel.
+/// How long the server may take to accept or refuse the sftp subsystem.
+const SUBSYSTEM_ANSWER: std::time::Duration = std::time::Duration::from_secs(30);
+
 struct Sftp {
     conn: Arc<Connection>,
     session: Arc<SftpSession>,
@@ -35,11 +38,41 @@ struct Sftp {
 
 impl Sftp {
     async fn open(conn: &Arc<Connection>) -> Result<Sftp, SshError> {
-        let s = conn.open_session().await?;
+        let mut s = conn.open_session().await?;
         s.channel
             .request_subsystem(true, "sftp")
             .await
             .map_err(|e| conn.link_error(e))?;
+        // The server's answer, so that one without the subsystem is told at once rather than
+        // after the SFTP handshake's whole timeout.
+        let refused = || {
+            SshError::Failed(format!(
+                "{} refused the sftp subsystem; is the server's Subsystem sftp configured?",
+                conn.display
+            ))
+        };
+        let answer = tokio::time::timeout(SUBSYSTEM_ANSWER, async {
+            loop {
+                match s.channel.wait().await {
+                    Some(russh::ChannelMsg::Success) => return Ok(()),
+                    Some(russh::ChannelMsg::Failure) | Some(russh::ChannelMsg::Close) | None => {
+                        return Err(refused());
+                    }
+                    Some(_) => {}
+                }
+            }
+        })
+        .await;
+        match answer {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(SshError::Failed(format!(
+                    "{} did not answer the sftp subsystem request within {}s",
+                    conn.display,
+                    SUBSYSTEM_ANSWER.as_secs()
+                )));
+            }
+        }
         let config = russh_sftp::client::Config {
             request_timeout_secs: 60,
             ..Default::default()

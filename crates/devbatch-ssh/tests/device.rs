@@ -347,3 +347,36 @@ async fn reboot_into_another_mode_is_unsupported_and_runs_nothing() {
     );
     assert_eq!(sshd.accepted(), 0, "nothing should have connected");
 }
+
+/// A server without the sftp subsystem refuses it, and a transfer says so at once instead of
+/// waiting out the SFTP handshake; commands still work on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_sftp_fails_transfers_at_once() {
+    let sshd = Sshd::start(SshdOptions {
+        sftp: false,
+        ..Default::default()
+    });
+    let d = device("no-sftp", sshd.settings("127.0.0.1")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.txt");
+    std::fs::write(&file, b"x").unwrap();
+    let started = std::time::Instant::now();
+    let err = d
+        .push(&file, &format!("{}/f.txt", sshd.dir.path().display()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "127.0.0.1:{} refused the sftp subsystem; is the server's Subsystem sftp configured?",
+            sshd.port
+        )
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "waited {:?} for the refusal",
+        started.elapsed()
+    );
+    assert_eq!(d.shell_text("echo still").await.unwrap(), "still");
+}

@@ -279,6 +279,7 @@ async fn twenty_four_targets_against_a_low_max_startups() {
     let sshd = Sshd::start(SshdOptions {
         addrs: hosts.clone(),
         extra_config: "MaxStartups 2:100:2\n".into(),
+        ..Default::default()
     });
     let mut devices = Vec::new();
     for h in &hosts {
@@ -312,6 +313,7 @@ async fn a_jump_host_forwards_to_the_target() {
     let jump = Sshd::start(SshdOptions {
         addrs: vec!["127.0.0.40".into()],
         extra_config: "LogLevel DEBUG1\n".into(),
+        ..Default::default()
     });
     // One client key for both; one known_hosts for both.
     std::fs::write(
@@ -571,6 +573,7 @@ async fn a_server_that_keeps_dropping_handshakes_is_given_up_on() {
     let sshd = Sshd::start(SshdOptions {
         addrs: vec!["127.0.0.70".into()],
         extra_config: "MaxStartups 1:100:1\n".into(),
+        ..Default::default()
     });
     // One unauthenticated connection that never answers fills the only startup slot. It may
     // itself be dropped while the harness's readiness probe still counts: retry until sshd

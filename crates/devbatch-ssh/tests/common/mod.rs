@@ -84,6 +84,8 @@ pub fn current_user() -> String {
 pub struct SshdOptions {
     pub addrs: Vec<String>,
     pub extra_config: String,
+    /// Whether the server offers the sftp subsystem.
+    pub sftp: bool,
 }
 
 impl Default for SshdOptions {
@@ -91,6 +93,7 @@ impl Default for SshdOptions {
         SshdOptions {
             addrs: vec!["127.0.0.1".into()],
             extra_config: String::new(),
+            sftp: true,
         }
     }
 }
@@ -141,11 +144,16 @@ impl Sshd {
                 let config = format!(
                     "{extra}\n{listen}HostKey {hk}\nAuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.{n}.pid\n\
                      StrictModes no\nUsePAM no\nPermitRootLogin yes\nPasswordAuthentication yes\n\
-                     KbdInteractiveAuthentication no\nSubsystem sftp internal-sftp\nLogLevel VERBOSE\n\
+                     KbdInteractiveAuthentication no\n{sftp}LogLevel VERBOSE\n\
                      PrintMotd no\n",
                     hk = host_key.display(),
                     d = dir.path().display(),
                     extra = options.extra_config,
+                    sftp = if options.sftp {
+                        "Subsystem sftp internal-sftp\n"
+                    } else {
+                        ""
+                    },
                 );
                 let config_path = dir.path().join(format!("sshd_config.{n}"));
                 std::fs::write(&config_path, config).unwrap();
