@@ -17,7 +17,8 @@ pub(crate) mod exit_code {
     pub const NO_DEVICES: i32 = 3;
     /// The batch ran but a report file or standard output could not be written.
     pub const OUTPUT_LOST: i32 = 4;
-    /// Interrupted (Ctrl-C) before the batch; SIGTERM and SIGHUP give 143 and 129.
+    /// Interrupted by Ctrl-C (128 + SIGINT); SIGTERM and SIGHUP give 143 and 129, see
+    /// `signals`.
     pub const INTERRUPTED: i32 = 130;
 }
 

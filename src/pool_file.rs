@@ -77,6 +77,12 @@ fn location(path: &Path, text: &str, offset: usize) -> String {
     format!("{}:{line}", path.display())
 }
 
+/// The folder relative paths in the pool file at `path` are relative to (empty: the current
+/// one).
+fn folder_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
 /// The key of the `key = value` whose value starts at `offset`, to name it in messages: the
 /// last key before it on its line (inside an inline table too), dotted, or quoted.
 fn key_before(text: &str, offset: usize) -> Option<&str> {
@@ -171,7 +177,7 @@ impl PoolFile {
             retries: d.retries,
             max_output,
         };
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = folder_of(path);
         // Device entries' paths are resolved the same way, by their backends (`base_dir`).
         let plugins = raw
             .plugins
@@ -192,14 +198,6 @@ impl PoolFile {
         })
     }
 
-    /// The folder relative paths in the file are relative to.
-    fn base_dir(&self) -> PathBuf {
-        match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
-    }
-
     /// The file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path
@@ -217,7 +215,7 @@ impl PoolFile {
             let fail =
                 |what: String| CliError::Pool(format!("{at}: device entry #{}: {what}", n + 1));
             let (backend_name, mut spec) = entry_spec(table, defaults).map_err(&fail)?;
-            spec.base_dir = Some(self.base_dir());
+            spec.base_dir = Some(folder_of(&self.path));
             let backend = registry
                 .backend(&backend_name)
                 .map_err(|e| fail(e.to_string()))?;

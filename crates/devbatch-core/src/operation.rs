@@ -70,21 +70,18 @@ pub(crate) fn json_type(v: &Value) -> String {
         Value::Null => "null".into(),
         Value::Bool(b) => format!("boolean {b}"),
         Value::Number(n) => format!("number {n}"),
-        Value::String(s) if s.chars().count() > 40 => "a string".into(),
-        Value::String(s) => format!("string {s:?}"),
-        Value::Array(_) | Value::Object(_) => {
-            let (short, long) = if v.is_array() {
-                ("list", "a list")
-            } else {
-                ("object", "an object")
-            };
-            let text = v.to_string();
-            if text.chars().count() > 40 {
-                long.into()
-            } else {
-                format!("{short} {text}")
-            }
-        }
+        Value::String(s) => shown("string", "a string", format!("{s:?}")),
+        Value::Array(_) => shown("list", "a list", v.to_string()),
+        Value::Object(_) => shown("object", "an object", v.to_string()),
+    }
+}
+
+/// `kind text` when the text is short enough to read in a message, else just `a kind`.
+fn shown(kind: &str, unseen: &str, text: String) -> String {
+    if text.chars().count() > 42 {
+        unseen.into()
+    } else {
+        format!("{kind} {text}")
     }
 }
 

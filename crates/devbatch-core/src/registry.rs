@@ -38,11 +38,10 @@ impl DeviceSpec {
     pub fn settings<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         serde_path_to_error::deserialize(Value::Object(self.settings.clone())).map_err(|e| {
             let key = e.path().to_string();
-            let inner = e.into_inner();
+            let inner = e.into_inner().to_string();
             // (An unknown key's message names it already.)
-            let named = inner.to_string().starts_with("unknown field");
-            ConfigError::Settings(if key == "." || key.is_empty() || named {
-                inner.to_string()
+            ConfigError::Settings(if key == "." || inner.starts_with("unknown field") {
+                inner
             } else {
                 format!("{key}: {inner}")
             })

@@ -4,8 +4,8 @@
 //! out or is cancelled, the whole group is killed, grandchildren included. Push and pull are
 //! file copies; each file is written under a temporary name and renamed when complete. Inside a
 //! copied folder, symbolic links, FIFOs, sockets and device nodes are not copied but counted as
-//! skipped (and logged). `reboot` is
-//! unsupported on purpose: devbatch never restarts the machine it runs on.
+//! skipped (and logged). `reboot` is unsupported on purpose: devbatch never restarts the
+//! machine it runs on.
 
 mod device;
 mod files;

@@ -1,6 +1,6 @@
 //! Running a command as a local process group that dies with its future.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Mutex, PoisonError};
@@ -11,16 +11,16 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The process groups of the commands running now, for [`kill_running`].
-static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
-fn running() -> std::sync::MutexGuard<'static, Option<HashSet<i32>>> {
+fn running() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
     RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Kills the process group of every command still running. For a program about to exit
 /// without unwinding (a second Ctrl-C), when no future will be dropped to do it.
 pub fn kill_running() {
-    for pgid in running().take().unwrap_or_default() {
+    for pgid in std::mem::take(&mut *running()) {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
@@ -33,19 +33,15 @@ struct GroupGuard {
 impl GroupGuard {
     fn new(pgid: Option<Pid>) -> Self {
         if let Some(pgid) = pgid {
-            running()
-                .get_or_insert_with(HashSet::new)
-                .insert(pgid.as_raw());
+            running().insert(pgid.as_raw());
         }
         GroupGuard { pgid }
     }
 
     /// The command finished: its group is left alone from now on.
     fn disarm(&mut self) {
-        if let Some(pgid) = self.pgid.take()
-            && let Some(set) = running().as_mut()
-        {
-            set.remove(&pgid.as_raw());
+        if let Some(pgid) = self.pgid.take() {
+            running().remove(&pgid.as_raw());
         }
     }
 }
@@ -55,9 +51,7 @@ impl Drop for GroupGuard {
         if let Some(pgid) = self.pgid {
             // The group may already be gone; nothing to do then.
             let _ = killpg(pgid, Signal::SIGKILL);
-            if let Some(set) = running().as_mut() {
-                set.remove(&pgid.as_raw());
-            }
+            running().remove(&pgid.as_raw());
         }
     }
 }
